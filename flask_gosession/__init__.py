@@ -1,0 +1,1 @@
+"""flask-gosession: server-side sessions for Flask."""

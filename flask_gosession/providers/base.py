@@ -1,0 +1,261 @@
+"""The provider contract: what every session store must do.
+
+A provider stores *records* under a *key*. The key is always the SHA-256 hex
+digest of a session id (64 lowercase hex characters), computed by the
+manager: a provider never sees a raw session id, so a dump of the store
+cannot be replayed as a cookie. Keys are therefore safe to use in file
+names, SQL parameters and cache keys without further escaping.
+
+A record (:class:`Record`) has three parts:
+
+``data``
+    the user's keys, each value already *tagged* into plain JSON types;
+``meta``
+    internal fields owned by the manager (creation time, token, forwarding
+    after a rotation, ...), plain JSON types, never shown to the user;
+``atime``
+    the time of the last access, in seconds on the manager's clock. Idle
+    expiry is ``atime + max_lifetime <= now``.
+
+Contract shared by every method:
+
+* A missing record, or one the backend itself has already expired (native
+  TTL, garbage collection), reads as ``None``; that is never an error.
+  Providers do not judge expiry on read: the manager does, so that it can
+  tell an expired session from an unknown one.
+* Any failure of the backend (connection refused, timeout, server error)
+  raises :class:`~flask_gosession.errors.ProviderError` ``from`` the original
+  exception. Nothing else escapes, except
+  :class:`~flask_gosession.errors.CorruptRecordError` from :meth:`session_read`
+  for a record that cannot be decoded.
+* A record is never left half-written: every write either happens whole or
+  not at all.
+"""
+from __future__ import annotations
+
+import abc
+import enum
+import time
+import typing as t
+from dataclasses import dataclass, field
+
+from ..errors import CorruptRecordError
+from ..serializers import JSONSerializer, Serializer
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+
+#: The meta field that marks a record rotated away by age. Its presence
+#: makes :meth:`Provider.session_update` answer :attr:`Outcome.FORWARDED`.
+FORWARD_FIELD = "f"
+
+
+@dataclass(slots=True)
+class Record:
+    """One stored session, as providers exchange it with the manager."""
+
+    #: User keys to tagged (plain JSON) values.
+    data: dict[str, t.Any]
+    #: Internal fields owned by the manager; plain JSON values.
+    meta: dict[str, t.Any]
+    #: Last access, seconds since the epoch on the manager's clock.
+    atime: float
+
+
+@dataclass(slots=True)
+class Change:
+    """What one request changed in a session: applied per key.
+
+    Keys in :attr:`set` are written, keys in :attr:`deleted` removed; keys
+    in neither keep whatever the store holds now, including values written
+    by concurrent requests. A ``None`` value in :attr:`meta` deletes that
+    meta field.
+    """
+
+    set: dict[str, t.Any] = field(default_factory=dict)
+    deleted: t.AbstractSet[str] = frozenset()
+    meta: dict[str, t.Any] = field(default_factory=dict)
+    #: The new access time (the request's ``now``).
+    atime: float = 0.0
+
+
+class Outcome(enum.Enum):
+    """What :meth:`Provider.session_update` did."""
+
+    #: The change was merged into the stored record.
+    APPLIED = "applied"
+    #: No record exists (destroyed, expired or never created): nothing was
+    #: written, so a concurrent logout is never undone.
+    MISSING = "missing"
+    #: The record carries :data:`FORWARD_FIELD` (it was rotated away);
+    #: nothing was written, the manager re-applies the change to the record
+    #: it forwards to.
+    FORWARDED = "forwarded"
+
+
+def apply_change(record: Record, change: Change) -> None:
+    """Merge ``change`` into ``record`` in place, key by key."""
+    data = record.data
+    for key in change.deleted:
+        data.pop(key, None)
+    data.update(change.set)
+    if change.meta:
+        meta = record.meta
+        for key, value in change.meta.items():
+            if value is None:
+                meta.pop(key, None)
+            else:
+                meta[key] = value
+    record.atime = change.atime
+
+
+def record_from_parts(data: t.Any, meta: t.Any, atime: t.Any) -> Record:
+    """Validate decoded parts of a record and build it.
+
+    :raises CorruptRecordError: if any part has the wrong type.
+    """
+    if (
+        not isinstance(data, dict)
+        or not isinstance(meta, dict)
+        or not isinstance(atime, (int, float))
+        or isinstance(atime, bool)
+    ):
+        raise CorruptRecordError("stored record has the wrong shape")
+    return Record(data, meta, float(atime))
+
+
+class Provider(abc.ABC):
+    """Abstract base of every session store.
+
+    Subclasses implement the ``session_*`` methods below, and usually
+    :meth:`from_config`. The manager sets :attr:`clock`, :attr:`serializer`
+    and :attr:`max_lifetime` before the first call.
+
+    Blob-oriented providers (one encoded value per record) can use
+    :meth:`pack` and :meth:`unpack`; they share one record layout.
+    """
+
+    #: ``True`` when :meth:`session_read` refreshes ``atime`` itself within
+    #: the same round trip; otherwise the manager calls :meth:`session_touch`
+    #: at most once per ``GOSESSION_REFRESH_INTERVAL``.
+    touches_on_read: t.ClassVar[bool] = False
+
+    #: Time source, seconds since the epoch. Set by the manager.
+    clock: t.Callable[[], float] = staticmethod(time.time)  # type: ignore[assignment]
+    #: Encoder for blob providers. Set by the manager.
+    serializer: Serializer = JSONSerializer()
+    #: The idle lifetime in seconds, for native TTLs. Set by the manager.
+    max_lifetime: int = 3600
+
+    @classmethod
+    def from_config(cls, app: Flask) -> Provider:
+        """Build the provider from ``app.config``.
+
+        Reads only the provider's own ``GOSESSION_*`` keys, which
+        :meth:`config_defaults` declared. The default takes no settings.
+        :raises ConfigError: for a bad value.
+        """
+        return cls()
+
+    @classmethod
+    def config_defaults(cls, app: Flask) -> dict[str, t.Any]:
+        """The provider's own ``GOSESSION_*`` keys and their defaults.
+
+        ``init_app`` applies them with ``setdefault`` before
+        :meth:`from_config` runs.
+        """
+        return {}
+
+    # -- the Go design's operations ---------------------------------------
+
+    @abc.abstractmethod
+    def session_init(self, key: str, record: Record) -> None:
+        """Store a new record under ``key``, replacing any record there.
+
+        Atomic: a concurrent reader sees either nothing or the whole record.
+        """
+
+    @abc.abstractmethod
+    def session_read(self, key: str, now: float) -> Record | None:
+        """Return the record stored under ``key``, or ``None``.
+
+        If :attr:`touches_on_read` is true, the stored ``atime`` is set to
+        ``now`` in the same round trip, and the returned record carries the
+        *previous* ``atime`` so that the manager can judge idle expiry.
+        :raises CorruptRecordError: if the stored record cannot be decoded.
+        """
+
+    @abc.abstractmethod
+    def session_update(self, key: str, change: Change) -> Outcome:
+        """Merge ``change`` into the record under ``key``, key by key.
+
+        Atomic with respect to every other write to the same key: two
+        concurrent updates that change different keys both survive, and for
+        the same key the last writer wins. Never creates a record: a missing
+        one gives :attr:`Outcome.MISSING`, and a record whose meta holds
+        :data:`FORWARD_FIELD` is left alone and gives
+        :attr:`Outcome.FORWARDED`, *unless* ``change.meta`` itself sets
+        that field (which is how the manager marks a rotation).
+        """
+
+    @abc.abstractmethod
+    def session_touch(self, key: str, atime: float) -> None:
+        """Set the record's ``atime`` (and native TTL) without rewriting data.
+
+        A missing record stays missing.
+        """
+
+    @abc.abstractmethod
+    def session_destroy(self, key: str) -> None:
+        """Remove the record under ``key``. Removing a missing one is a no-op."""
+
+    @abc.abstractmethod
+    def session_gc(self, max_lifetime: int) -> int:
+        """Remove every record idle for ``max_lifetime`` seconds or more.
+
+        :returns: how many records were removed (0 for stores that expire
+            records natively).
+        """
+
+    # -- administration ---------------------------------------------------
+
+    def session_count(self) -> int | None:
+        """How many records are stored, or ``None`` if the store cannot tell."""
+        return None
+
+    def session_clear(self) -> int:
+        """Remove every record of this provider; return how many (or -1 if unknown)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot clear sessions")
+
+    def close(self) -> None:
+        """Release connections and files. The default does nothing."""
+
+    # -- helpers for blob-oriented providers -------------------------------
+
+    def pack(self, record: Record) -> bytes:
+        """Encode a whole record as one blob."""
+        return self.serializer.dumps({"d": record.data, "m": record.meta, "a": record.atime})
+
+    def unpack(self, blob: bytes | str) -> Record:
+        """Decode a blob written by :meth:`pack`.
+
+        :raises CorruptRecordError: for anything that is not such a blob.
+        """
+        obj = self.serializer.loads(blob)
+        if not isinstance(obj, dict):
+            raise CorruptRecordError("stored record is not a mapping")
+        return record_from_parts(obj.get("d"), obj.get("m"), obj.get("a"))
+
+    @staticmethod
+    def merge(record: Record, change: Change) -> Outcome:
+        """Decide and apply an update against a record already read.
+
+        Shared by blob providers inside their own lock, transaction or CAS
+        loop: returns :attr:`Outcome.FORWARDED` without touching ``record``
+        when it was rotated away, else merges and returns
+        :attr:`Outcome.APPLIED`.
+        """
+        if FORWARD_FIELD in record.meta and FORWARD_FIELD not in change.meta:
+            return Outcome.FORWARDED
+        apply_change(record, change)
+        return Outcome.APPLIED

@@ -1,0 +1,180 @@
+"""The provider contract, exercised directly on every backend.
+
+These call the ``session_*`` methods without the manager, so a provider's
+author sees exactly which promise of :mod:`flask_gosession.providers.base`
+is broken.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+
+import pytest
+from flask import Flask
+
+from backends import ALL_BACKENDS
+from clock import FakeClock
+from flask_gosession.errors import CorruptRecordError
+from flask_gosession.providers.base import FORWARD_FIELD, Change, Outcome, Provider, Record
+from flask_gosession.registry import resolve
+
+
+def new_key() -> str:
+    return hashlib.sha256(secrets.token_bytes(32)).hexdigest()
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def provider(request, tmp_path):
+    config = request.getfixturevalue(f"backend_{request.param}")
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(config)
+    spec = resolve(app.config["GOSESSION_PROVIDER"])
+    if isinstance(spec, Provider):
+        prov = spec
+    else:
+        for key, value in spec.config_defaults(app).items():
+            app.config.setdefault(key, value)
+        prov = spec.from_config(app)
+    clock = FakeClock()
+    prov.clock = clock
+    prov.max_lifetime = 3600
+    prov.test_clock = clock  # type: ignore[attr-defined]
+    yield prov
+    prov.close()
+
+
+def rec(now: float, **data) -> Record:
+    return Record(data=dict(data), meta={"c": now, "i": now}, atime=now)
+
+
+def test_missing_reads_none(provider):
+    assert provider.session_read(new_key(), provider.clock()) is None
+
+
+def test_init_then_read_round_trips(provider):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now, a=1, b={"x": [1, "two", None, True, 2.5]}))
+    got = provider.session_read(key, now)
+    assert got is not None
+    assert got.data == {"a": 1, "b": {"x": [1, "two", None, True, 2.5]}}
+    assert got.meta == {"c": now, "i": now}
+    assert got.atime == pytest.approx(now)
+
+
+def test_init_replaces(provider):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now, a=1))
+    provider.session_init(key, rec(now, b=2))
+    assert provider.session_read(key, now).data == {"b": 2}
+
+
+def test_update_merges_per_key(provider):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now, a=1, b=2, c=3))
+    change = Change(set={"a": 10, "d": 4}, deleted={"b"}, meta={"t": "tok", "i": None}, atime=now + 5)
+    assert provider.session_update(key, change) is Outcome.APPLIED
+    got = provider.session_read(key, now + 6)
+    assert got.data == {"a": 10, "c": 3, "d": 4}
+    assert got.meta == {"c": now, "t": "tok"}
+    assert got.atime == pytest.approx(now + 5)
+
+
+def test_update_never_creates(provider):
+    key, now = new_key(), provider.clock()
+    assert provider.session_update(key, Change(set={"a": 1}, atime=now)) is Outcome.MISSING
+    assert provider.session_read(key, now) is None
+
+
+def test_update_after_destroy_is_missing(provider):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now, a=1))
+    provider.session_destroy(key)
+    assert provider.session_update(key, Change(set={"a": 2}, atime=now)) is Outcome.MISSING
+    assert provider.session_read(key, now) is None
+
+
+def test_forwarded_record_refuses_updates(provider):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now, a=1))
+    mark = Change(meta={FORWARD_FIELD: "target", "fx": now + 30}, atime=now)
+    assert provider.session_update(key, mark) is Outcome.APPLIED
+    assert provider.session_update(key, Change(set={"a": 2}, atime=now)) is Outcome.FORWARDED
+    got = provider.session_read(key, now)
+    assert got.data == {"a": 1}
+    assert got.meta[FORWARD_FIELD] == "target"
+
+
+def test_destroy_missing_is_noop(provider):
+    provider.session_destroy(new_key())
+
+
+def test_touch(provider):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now, a=1))
+    provider.session_touch(key, now + 100)
+    got = provider.session_read(key, now + 101)
+    assert got.atime == pytest.approx(now + 100)
+    assert got.data == {"a": 1}
+    missing = new_key()
+    provider.session_touch(missing, now)
+    assert provider.session_read(missing, now) is None
+
+
+def test_read_touch_contract(provider):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now, a=1))
+    first = provider.session_read(key, now + 50)
+    assert first.atime == pytest.approx(now)
+    second = provider.session_read(key, now + 60)
+    if provider.touches_on_read:
+        assert second.atime == pytest.approx(now + 50)
+    else:
+        assert second.atime == pytest.approx(now)
+
+
+def test_gc_removes_only_idle(provider):
+    clock = provider.test_clock
+    now = clock()
+    old, live = new_key(), new_key()
+    provider.session_init(old, rec(now - 4000, a=1))
+    provider.session_init(live, rec(now - 10, b=2))
+    removed = provider.session_gc(3600)
+    if removed:  # stores with native TTL report 0 and expire on their own
+        assert removed == 1
+        assert provider.session_read(old, now) is None
+    assert provider.session_read(live, now).data == {"b": 2}
+
+
+def test_corrupt_record_raises_corrupt_error(provider):
+    """Only blob providers can be corrupted through their own API; others
+    are covered by the manager-level corruption tests."""
+    corrupt = getattr(provider, "test_corrupt", None)
+    if corrupt is None:
+        pytest.skip("backend has no raw-write hook")
+    key = new_key()
+    corrupt(key, b"\x00not a record\xff")
+    with pytest.raises(CorruptRecordError):
+        provider.session_read(key, provider.clock())
+
+
+def test_concurrent_updates_to_different_keys_all_survive(provider):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now))
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(20):
+                out = provider.session_update(key, Change(set={f"k{n}": i}, atime=now))
+                assert out is Outcome.APPLIED
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert not errors
+    assert provider.session_read(key, now).data == {f"k{n}": 19 for n in range(6)}

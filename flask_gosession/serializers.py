@@ -105,3 +105,29 @@ def get_serializer(name: str) -> Serializer:
             f"GOSESSION_SERIALIZER={name!r} is not one of {sorted(SERIALIZERS)}"
         ) from None
     return cls()
+
+
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def tag(value: t.Any) -> t.Any:
+    """Turn a session value into plain JSON types (Flask's tagged form).
+
+    Plain scalars, by far the most common values, skip the tagger.
+    """
+    if type(value) in _PLAIN_TYPES:
+        return value
+    return tagger.tag(value)
+
+
+def untag(value: t.Any) -> t.Any:
+    """Invert :func:`tag` on a decoded value, recursively.
+
+    Hostile input can make this raise almost anything (a bad base64 tag,
+    a bad date); the caller treats any exception as a corrupt record.
+    """
+    if isinstance(value, dict):
+        return tagger.untag({k: untag(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [untag(item) for item in value]
+    return value

@@ -1,0 +1,99 @@
+"""The Flask extension object."""
+from __future__ import annotations
+
+import atexit
+import time
+import typing as t
+import weakref
+
+from .errors import ProviderError, StoreUnavailable
+from .interface import GoSessionInterface
+from .manager import Manager
+from .providers.base import Provider
+from .registry import resolve
+from .settings import load_settings
+from .tokens import TokenGuard, gosession_token, gosession_token_field
+
+if t.TYPE_CHECKING:
+    from flask import Blueprint, Flask
+
+_interface = GoSessionInterface()
+
+
+class GoSession:
+    """Server-side sessions for Flask.
+
+    Use ``GoSession(app)``, or ``GoSession()`` and later ``init_app(app)``
+    in an application factory. The extension keeps no reference to any app:
+    per-app state is the :class:`Manager` at ``app.extensions["gosession"]``.
+
+    :param clock: time source for every app initialised by this object
+        (tests inject a fake one; the default is :func:`time.time`).
+    """
+
+    def __init__(self, app: Flask | None = None, *,
+                 clock: t.Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        #: Blueprint names exempt from the token check, for every app.
+        self.exempt_blueprints: set[str] = set()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Validate config, build the provider and install the interface.
+
+        :raises ConfigError: for a bad ``GOSESSION_*`` value.
+        :raises RegistryError: for an unknown or unimportable provider.
+        """
+        settings = load_settings(app)
+        spec = resolve(app.config["GOSESSION_PROVIDER"])
+        if isinstance(spec, Provider):
+            provider = spec
+        else:
+            for key, value in spec.config_defaults(app).items():
+                app.config.setdefault(key, value)
+            provider = spec.from_config(app)
+        manager = Manager(provider, settings, clock=self.clock)
+        app.extensions["gosession"] = manager
+        app.session_interface = _interface
+
+        guard = TokenGuard(manager, self.exempt_blueprints)
+        manager.guard = guard  # type: ignore[attr-defined]
+        if settings.token_check:
+            app.before_request(guard.check)
+        app.add_template_global(gosession_token, "gosession_token")
+        app.add_template_global(gosession_token_field, "gosession_token_field")
+        app.register_error_handler(ProviderError, _store_unavailable)
+
+        from .cli import gosession_cli
+
+        if "gosession" not in app.cli.commands:
+            app.cli.add_command(gosession_cli)
+        # Stop the GC thread at interpreter exit without keeping the
+        # manager alive.
+        ref = weakref.ref(manager)
+        atexit.register(lambda: (m := ref()) is not None and m.stop_gc(timeout=1))
+
+    def exempt(self, view_or_blueprint: t.Any) -> t.Any:
+        """Exempt a view function or a blueprint from the token check.
+
+        Usable as a decorator on views. Returns its argument.
+        """
+        from flask import Blueprint
+
+        if isinstance(view_or_blueprint, Blueprint):
+            self.exempt_blueprints.add(view_or_blueprint.name)
+            return view_or_blueprint
+        if isinstance(view_or_blueprint, str):
+            self.exempt_blueprints.add(view_or_blueprint)
+            return view_or_blueprint
+        from .tokens import token_exempt
+
+        return token_exempt(view_or_blueprint)
+
+
+def _store_unavailable(error: ProviderError) -> t.Any:
+    """Turn a store failure met inside a view into a 503 (already logged)."""
+    from flask import current_app
+
+    return current_app.handle_http_exception(StoreUnavailable())

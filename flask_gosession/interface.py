@@ -1,0 +1,88 @@
+"""The :class:`~flask.sessions.SessionInterface` that Flask calls."""
+from __future__ import annotations
+
+import typing as t
+
+from flask.sessions import SessionInterface
+from werkzeug.datastructures import Headers
+
+from .errors import ProviderError, StoreUnavailable
+from .manager import Cookie
+from .session import ServerSession
+
+if t.TYPE_CHECKING:
+    from flask import Flask, Request, Response
+
+    from .manager import Manager
+
+
+class GoSessionInterface(SessionInterface):
+    """Opens lazy :class:`ServerSession` objects and saves their changes.
+
+    Cookie attributes come from Flask's ``SESSION_COOKIE_*`` settings
+    through the inherited getters; only the name is ours
+    (``GOSESSION_COOKIE_NAME``).
+    """
+
+    session_class = ServerSession
+
+    def get_cookie_name(self, app: Flask) -> str:
+        return _manager(app).settings.cookie_name
+
+    def open_session(self, app: Flask, request: Request) -> ServerSession:
+        manager = _manager(app)
+        presented = request.cookies.get(manager.settings.cookie_name)
+        if presented is None and manager.settings.url_rewrite:
+            presented = request.args.get(manager.settings.cookie_name)
+        return manager.open(presented)
+
+    def save_session(self, app: Flask, session: t.Any, response: Response) -> None:
+        if session.accessed:
+            response.vary.add("Cookie")
+        manager = _manager(app)
+        try:
+            action = manager.save(session)
+        except ProviderError:
+            _become_unavailable(app, response)
+            return
+        if action is Cookie.NONE:
+            return
+        name = manager.settings.cookie_name
+        domain = self.get_cookie_domain(app)
+        path = self.get_cookie_path(app)
+        secure = self.get_cookie_secure(app)
+        partitioned = self.get_cookie_partitioned(app)
+        samesite = self.get_cookie_samesite(app)
+        httponly = self.get_cookie_httponly(app)
+        if action is Cookie.DELETE:
+            response.delete_cookie(
+                name, domain=domain, path=path, secure=secure,
+                partitioned=partitioned, samesite=samesite, httponly=httponly,
+            )
+            response.vary.add("Cookie")
+            return
+        if action is Cookie.KEEP and not self.should_set_cookie(app, session):
+            return
+        response.set_cookie(
+            name, session.sid, expires=self.get_expiration_time(app, session),
+            httponly=httponly, domain=domain, path=path, secure=secure,
+            partitioned=partitioned, samesite=samesite,
+        )
+        response.vary.add("Cookie")
+
+
+def _manager(app: Flask) -> Manager:
+    return app.extensions["gosession"]  # type: ignore[no-any-return]
+
+
+def _become_unavailable(app: Flask, response: Response) -> None:
+    """Turn the finished response into the 503 for an unavailable store.
+
+    Flask saves the session after the response is built, where a raised
+    exception would become a 500; so the response is rewritten in place,
+    through the app's own error handler for :class:`StoreUnavailable`.
+    """
+    error_response = app.make_response(app.handle_http_exception(StoreUnavailable()))
+    response.status_code = error_response.status_code
+    response.headers = Headers(error_response.headers)
+    response.set_data(error_response.get_data())

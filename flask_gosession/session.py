@@ -1,0 +1,300 @@
+"""The session object the application sees as ``flask.session``.
+
+:class:`ServerSession` is a ``dict`` whose contents are loaded from the store
+on first use, and which records what the request changed, key by key, so
+that the manager can save only that.
+"""
+from __future__ import annotations
+
+import typing as t
+
+from flask.sessions import SessionMixin
+
+if t.TYPE_CHECKING:
+    from .manager import Manager
+
+_MISSING = object()
+
+
+class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
+    """A lazily loaded, change-tracking session.
+
+    Flask opens a session for every request, so opening must cost nothing:
+    the store is read only when the application first reads or writes the
+    session. Every dict method loads first; every mutator records the keys
+    it sets or deletes.
+
+    Internal state (creation time, token, ...) lives in :attr:`meta`, never
+    among the user's keys.
+    """
+
+    #: True when the session has no stored record yet.
+    new: bool
+    #: True once the application used the session (set by Flask too).
+    accessed: bool
+
+    def __init__(self, manager: Manager, presented: str | None) -> None:
+        super().__init__()
+        self._manager = manager
+        #: The id the client presented (cookie or URL), not yet validated.
+        self.presented = presented
+        self._sid: str | None = None
+        #: The store key of :attr:`sid` once known.
+        self.key: str | None = None
+        self.new = True
+        self.accessed = False
+        self.loaded = False
+        self._modified = False
+        self._explicit_modified = False
+        self.set_keys: set[str] = set()
+        self.deleted_keys: set[str] = set()
+        self.read_keys: set[str] = set()
+        #: Internal fields as stored (plus pending changes in meta_changes).
+        self.meta: dict[str, t.Any] = {}
+        self.meta_changes: dict[str, t.Any] = {}
+        #: Tagged values as loaded, for rotation catch-up.
+        self.loaded_data: dict[str, t.Any] = {}
+        #: Last access time as stored.
+        self.atime = 0.0
+        #: Tokens an unsafe request may present (current, and during a
+        #: grace window the token of the id the client still holds).
+        self.accepted_tokens: tuple[str, ...] = ()
+        #: Set when the session must be stored even without user keys
+        #: (a token was rendered for an anonymous visitor).
+        self.pinned = False
+        #: ``"age"`` or ``"privilege"`` when the id must change on save.
+        self.rotate: str | None = None
+        #: Set when the response must carry a new cookie value.
+        self.reissue = False
+        #: Set when this request's changes must be dropped (token failure).
+        self.discard = False
+        #: Set when a presented id was refused, so its cookie is removed.
+        self.refused = False
+
+    # -- identity -----------------------------------------------------------
+
+    @property
+    def sid(self) -> str:
+        """The session id. A new session gets its id when first asked."""
+        self._ensure()
+        if self._sid is None:
+            self._manager.assign_new_id(self)
+        return t.cast(str, self._sid)
+
+    @property
+    def has_sid(self) -> bool:
+        return self._sid is not None
+
+    def set_identity(self, sid: str | None, key: str | None) -> None:
+        self._sid = sid
+        self.key = key
+
+    # -- Flask's SessionMixin ---------------------------------------------
+
+    @property
+    def permanent(self) -> bool:  # type: ignore[override]
+        self._ensure()
+        return bool(self.meta.get("p", False))
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        self._ensure()
+        value = bool(value)
+        if value != bool(self.meta.get("p", False)):
+            self.set_meta("p", True if value else None)
+
+    @property
+    def modified(self) -> bool:  # type: ignore[override]
+        return self._modified
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        # Only the application sets this directly: it mutated a value in
+        # place, so every key it read may have changed.
+        self._modified = bool(value)
+        self._explicit_modified = bool(value)
+
+    # -- loading ------------------------------------------------------------
+
+    def ensure_loaded(self) -> None:
+        """Read the store now if this request has not yet done so."""
+        self._ensure()
+
+    def _ensure(self) -> None:
+        if not self.loaded:
+            self.loaded = True
+            self.accessed = True
+            self._manager.load(self)
+
+    def fill(self, values: dict[str, t.Any]) -> None:
+        """Replace the contents without recording a change (used by loading)."""
+        dict.clear(self)
+        dict.update(self, values)
+
+    def set_meta(self, name: str, value: t.Any) -> None:
+        """Change an internal field; ``None`` deletes it."""
+        if value is None:
+            self.meta.pop(name, None)
+        else:
+            self.meta[name] = value
+        self.meta_changes[name] = value
+        self._modified = True
+
+    def reset(self) -> None:
+        """Forget every tracked change (after a save, destroy or refusal)."""
+        self.set_keys.clear()
+        self.deleted_keys.clear()
+        self.read_keys.clear()
+        self.meta_changes.clear()
+        self._modified = False
+        self._explicit_modified = False
+
+    def changed_keys(self) -> set[str]:
+        """Keys whose current value must be written on save."""
+        if self._explicit_modified:
+            return (self.set_keys | self.read_keys) & dict.keys(self)
+        return self.set_keys
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.set_keys or self.deleted_keys or self.meta_changes or (
+            self._explicit_modified and self.read_keys
+        ))
+
+    # -- tracked mutators -------------------------------------------------
+
+    def _wrote(self, key: str) -> None:
+        self.set_keys.add(key)
+        self.deleted_keys.discard(key)
+        self._modified = True
+
+    def _removed(self, key: str) -> None:
+        self.deleted_keys.add(key)
+        self.set_keys.discard(key)
+        self._modified = True
+
+    def __setitem__(self, key: str, value: t.Any) -> None:
+        self._ensure()
+        dict.__setitem__(self, key, value)
+        self._wrote(key)
+
+    def __delitem__(self, key: str) -> None:
+        self._ensure()
+        dict.__delitem__(self, key)
+        self._removed(key)
+
+    def update(self, *args: t.Any, **kwargs: t.Any) -> None:  # type: ignore[override]
+        self._ensure()
+        for key, value in dict(*args, **kwargs).items():
+            dict.__setitem__(self, key, value)
+            self._wrote(key)
+
+    def __ior__(self, other: t.Any) -> ServerSession:  # type: ignore[override]
+        self.update(other)
+        return self
+
+    def setdefault(self, key: str, default: t.Any = None) -> t.Any:
+        self._ensure()
+        self.read_keys.add(key)
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        dict.__setitem__(self, key, default)
+        self._wrote(key)
+        return default
+
+    def pop(self, key: str, default: t.Any = _MISSING) -> t.Any:
+        self._ensure()
+        if dict.__contains__(self, key):
+            self._removed(key)
+            return dict.pop(self, key)
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+
+    def popitem(self) -> tuple[str, t.Any]:
+        self._ensure()
+        key, value = dict.popitem(self)
+        self._removed(key)
+        return key, value
+
+    def clear(self) -> None:
+        self._ensure()
+        for key in dict.keys(self):
+            self.deleted_keys.add(key)
+        self.set_keys.clear()
+        dict.clear(self)
+        self._modified = True
+
+    # -- tracked readers --------------------------------------------------
+
+    def __getitem__(self, key: str) -> t.Any:
+        self._ensure()
+        self.read_keys.add(key)
+        return dict.__getitem__(self, key)
+
+    def get(self, key: str, default: t.Any = None) -> t.Any:
+        self._ensure()
+        self.read_keys.add(key)
+        return dict.get(self, key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self._ensure()
+        return dict.__contains__(self, key)
+
+    def __iter__(self) -> t.Iterator[str]:
+        self._ensure()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._ensure()
+        return dict.__len__(self)
+
+    def __bool__(self) -> bool:
+        self._ensure()
+        return dict.__len__(self) > 0
+
+    def keys(self):  # type: ignore[no-untyped-def,override]
+        self._ensure()
+        return dict.keys(self)
+
+    def _read_all(self) -> None:
+        self.read_keys.update(dict.keys(self))
+
+    def values(self):  # type: ignore[no-untyped-def,override]
+        self._ensure()
+        self._read_all()
+        return dict.values(self)
+
+    def items(self):  # type: ignore[no-untyped-def,override]
+        self._ensure()
+        self._read_all()
+        return dict.items(self)
+
+    def copy(self) -> dict[str, t.Any]:  # type: ignore[override]
+        self._ensure()
+        self._read_all()
+        return dict(dict.items(self))
+
+    def __or__(self, other: t.Any) -> dict[str, t.Any]:  # type: ignore[override]
+        return self.copy() | dict(other)
+
+    def __reversed__(self) -> t.Iterator[str]:
+        self._ensure()
+        return dict.__reversed__(self)
+
+    def __eq__(self, other: object) -> bool:
+        self._ensure()
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        if not self.loaded:
+            return f"<{type(self).__name__} (not loaded)>"
+        return f"<{type(self).__name__} {dict.__repr__(self)}>"
+
+    def __reduce__(self) -> t.NoReturn:
+        raise TypeError("a ServerSession cannot be pickled; copy it to a dict")

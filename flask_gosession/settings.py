@@ -1,0 +1,139 @@
+"""Configuration: defaults, validation and the normalised settings object.
+
+``init_app`` applies :data:`DEFAULTS` with ``setdefault``, validates every
+value once, and freezes the result in :class:`Settings`, so the request path
+reads plain attributes instead of parsing config.
+"""
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+
+#: Every core ``GOSESSION_*`` key and its default. Providers add their own.
+DEFAULTS: dict[str, t.Any] = {
+    "GOSESSION_PROVIDER": "memory",
+    "GOSESSION_COOKIE_NAME": "gosessionid",
+    "GOSESSION_MAX_LIFETIME": 3600,
+    "GOSESSION_ABSOLUTE_LIFETIME": 86400,
+    "GOSESSION_REFRESH_INTERVAL": 60,
+    "GOSESSION_GC_INTERVAL": 60,
+    "GOSESSION_SERIALIZER": "json",
+    "GOSESSION_ROTATE_AFTER": 900,
+    "GOSESSION_ROTATE_GRACE": 30,
+    "GOSESSION_REVOKE_ON_REUSE": True,
+    "GOSESSION_TOKEN_CHECK": True,
+    "GOSESSION_TOKEN_METHODS": ("POST", "PUT", "PATCH", "DELETE"),
+    "GOSESSION_TOKEN_FIELD": "gosession_token",
+    "GOSESSION_TOKEN_HEADER": "X-GoSession-Token",
+    "GOSESSION_TOKEN_ONE_TIME": False,
+    "GOSESSION_BIND_USER_AGENT": False,
+    "GOSESSION_URL_REWRITE": False,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated core settings of one app."""
+
+    cookie_name: str
+    max_lifetime: int
+    absolute_lifetime: int | None
+    refresh_interval: int
+    gc_interval: float
+    serializer: str
+    rotate_after: int | None
+    rotate_grace: int
+    revoke_on_reuse: bool
+    token_check: bool
+    token_methods: frozenset[str]
+    token_field: str
+    token_header: str
+    token_one_time: bool
+    bind_user_agent: bool
+    url_rewrite: bool
+
+
+def _number(config: t.Mapping[str, t.Any], key: str, *, optional: bool = False,
+            positive: bool = True, allow_zero: bool = False, integer: bool = True) -> t.Any:
+    value = config[key]
+    if value is None and optional:
+        return None
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an integer number of seconds" if integer else "a number of seconds"
+        extra = " or None" if optional else ""
+        raise ConfigError(f"{key} must be {kind}{extra}, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero and positive):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key} must be {bound}, got {value!r}")
+    return value
+
+
+def _flag(config: t.Mapping[str, t.Any], key: str) -> bool:
+    value = config[key]
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be True or False, got {value!r}")
+    return value
+
+
+def _name(config: t.Mapping[str, t.Any], key: str, pattern: str = "") -> str:
+    value = config[key]
+    if not isinstance(value, str) or not value.strip() or any(c in value for c in " ;,=\"\r\n\t"):
+        raise ConfigError(f"{key} must be a non-empty name without spaces or separators, got {value!r}")
+    return value
+
+
+def load_settings(app: Flask) -> Settings:
+    """Apply defaults to ``app.config`` and validate the core keys.
+
+    Validated here rather than lazily, so that a bad value is reported at
+    startup, naming the key and the value.
+    :raises ConfigError: for the first bad value found.
+    """
+    config = app.config
+    for key, value in DEFAULTS.items():
+        config.setdefault(key, value)
+
+    methods = config["GOSESSION_TOKEN_METHODS"]
+    if isinstance(methods, str) or not isinstance(methods, t.Iterable):
+        raise ConfigError(f"GOSESSION_TOKEN_METHODS must be a list of HTTP methods, got {methods!r}")
+    methods = list(methods)
+    if not all(isinstance(m, str) and m.isalpha() for m in methods):
+        raise ConfigError(f"GOSESSION_TOKEN_METHODS must be a list of HTTP methods, got {methods!r}")
+
+    serializer = config["GOSESSION_SERIALIZER"]
+    if not isinstance(serializer, str):
+        raise ConfigError(f"GOSESSION_SERIALIZER must be a serializer name, got {serializer!r}")
+
+    max_lifetime = _number(config, "GOSESSION_MAX_LIFETIME")
+    absolute = _number(config, "GOSESSION_ABSOLUTE_LIFETIME", optional=True)
+    if absolute is not None and absolute < max_lifetime:
+        # Allowed, but the idle timeout could then never be reached; warn
+        # by error because it is almost certainly a unit mistake.
+        raise ConfigError(
+            f"GOSESSION_ABSOLUTE_LIFETIME ({absolute}) is shorter than "
+            f"GOSESSION_MAX_LIFETIME ({max_lifetime}); use None to disable it"
+        )
+    return Settings(
+        cookie_name=_name(config, "GOSESSION_COOKIE_NAME"),
+        max_lifetime=max_lifetime,
+        absolute_lifetime=absolute,
+        refresh_interval=_number(config, "GOSESSION_REFRESH_INTERVAL", allow_zero=True),
+        gc_interval=_number(config, "GOSESSION_GC_INTERVAL", allow_zero=True, integer=False),
+        serializer=serializer,
+        rotate_after=_number(config, "GOSESSION_ROTATE_AFTER", optional=True),
+        rotate_grace=_number(config, "GOSESSION_ROTATE_GRACE", allow_zero=True),
+        revoke_on_reuse=_flag(config, "GOSESSION_REVOKE_ON_REUSE"),
+        token_check=_flag(config, "GOSESSION_TOKEN_CHECK"),
+        token_methods=frozenset(m.upper() for m in methods),
+        token_field=_name(config, "GOSESSION_TOKEN_FIELD"),
+        token_header=_name(config, "GOSESSION_TOKEN_HEADER"),
+        token_one_time=_flag(config, "GOSESSION_TOKEN_ONE_TIME"),
+        bind_user_agent=_flag(config, "GOSESSION_BIND_USER_AGENT"),
+        url_rewrite=_flag(config, "GOSESSION_URL_REWRITE"),
+    )

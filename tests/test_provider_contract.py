@@ -40,6 +40,14 @@ def provider(request, tmp_path):
     prov.clock = clock
     prov.max_lifetime = 3600
     prov.test_clock = clock  # type: ignore[attr-defined]
+    # A backend module may define ``corrupt_<name>``: a factory taking the
+    # provider and returning ``fn(key, raw_bytes)`` that stores raw bytes.
+    try:
+        corrupt = request.getfixturevalue(f"corrupt_{request.param}")
+    except pytest.FixtureLookupError:
+        pass
+    else:
+        prov.test_corrupt = corrupt(prov)  # type: ignore[attr-defined]
     yield prov
     prov.close()
 

@@ -1,0 +1,128 @@
+"""The test application: a small app with the views the suites drive."""
+from __future__ import annotations
+
+import typing as t
+
+from flask import Blueprint, Flask, flash, get_flashed_messages, jsonify, request, session
+
+from flask_gosession import GoSession, destroy, regenerate, rotate_sid, token_exempt
+from flask_gosession.tokens import gosession_token_field
+
+
+def make_app(config: dict[str, t.Any], clock: t.Callable[[], float], instance_path: str) -> Flask:
+    app = Flask(__name__, instance_path=instance_path)
+    app.config.update(SECRET_KEY="test", TESTING=True)
+    app.config.update(config)
+    ext = GoSession(clock=clock)
+    ext.init_app(app)
+    app.extensions["gosession_ext"] = ext
+
+    @app.get("/noop")
+    def noop() -> str:
+        return "noop"
+
+    @app.get("/count")
+    def count() -> str:
+        session["n"] = session.get("n", 0) + 1
+        return str(session["n"])
+
+    @app.get("/get/<key>")
+    def get(key: str) -> t.Any:
+        return jsonify(value=session.get(key), keys=sorted(session.keys()))
+
+    @app.get("/set/<key>/<value>")
+    def set_(key: str, value: str) -> str:
+        session[key] = value
+        return "ok"
+
+    @app.route("/write", methods=["POST", "PUT", "PATCH", "DELETE"])
+    def write() -> str:
+        for key, value in (request.get_json(silent=True) or request.form).items():
+            if key != app.config["GOSESSION_TOKEN_FIELD"]:
+                session[key] = value
+        return "written"
+
+    @app.get("/token")
+    def token() -> str:
+        return gosession_token_field()
+
+    @app.get("/permanent")
+    def permanent() -> str:
+        session.permanent = True
+        session["p"] = 1
+        return "ok"
+
+    @app.route("/login", methods=["POST"])
+    @rotate_sid
+    def login() -> str:
+        session["user"] = request.form.get("user", "alice")
+        return "logged in"
+
+    @app.route("/login-async", methods=["POST"])
+    @rotate_sid
+    async def login_async() -> str:
+        session["user"] = request.form.get("user", "alice")
+        return "logged in"
+
+    @app.get("/regenerate")
+    def regen() -> str:
+        regenerate()
+        return "ok"
+
+    @app.get("/regenerate-async")
+    async def regen_async() -> str:
+        regenerate()
+        return "ok"
+
+    @app.route("/logout", methods=["POST", "GET"])
+    def logout() -> str:
+        destroy()
+        return "bye"
+
+    @app.get("/logout-async")
+    async def logout_async() -> str:
+        destroy()
+        return "bye"
+
+    @app.route("/hook", methods=["POST"])
+    @token_exempt
+    def hook() -> str:
+        session["hooked"] = True
+        return "hooked"
+
+    @app.get("/flash")
+    def flash_view() -> str:
+        flash("hello")
+        return "flashed"
+
+    @app.get("/flashes")
+    def flashes() -> t.Any:
+        return jsonify(get_flashed_messages())
+
+    @app.get("/clear")
+    def clear() -> str:
+        session.clear()
+        return "cleared"
+
+    @app.get("/cart")
+    def cart() -> str:
+        session.setdefault("cart", []).append("x")
+        session.modified = True
+        return "ok"
+
+    @app.get("/cart-inplace")
+    def cart_inplace() -> str:
+        session["cart"].append("y")
+        session.modified = True
+        return "ok"
+
+    api = Blueprint("api", __name__, url_prefix="/api")
+
+    @api.route("/write", methods=["POST"])
+    def api_write() -> str:
+        session["api"] = True
+        return "api"
+
+    ext.exempt(api)
+    app.register_blueprint(api)
+    return app

@@ -1,0 +1,85 @@
+"""A failing store becomes a clear 503, logged once, and the app recovers.
+
+These tests use a provider whose backend can be switched off. Real-server
+outages (Redis, Memcached, SQL) are tested in the provider test modules.
+"""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from flask_gosession.errors import ProviderError, StoreUnavailable
+from flask_gosession.providers.memory import MemoryProvider
+
+
+class SwitchableProvider(MemoryProvider):
+    """A memory store with an off switch, standing in for a dead server."""
+
+    down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise ProviderError("connection refused (backend switched off)")
+
+    def session_read(self, key, now):
+        self._check()
+        return super().session_read(key, now)
+
+    def session_update(self, key, change):
+        self._check()
+        return super().session_update(key, change)
+
+    def session_init(self, key, record):
+        self._check()
+        super().session_init(key, record)
+
+
+@pytest.fixture
+def backend_config():
+    return {"GOSESSION_PROVIDER": SwitchableProvider}
+
+
+def test_outage_is_503_then_recovers(client, app, caplog):
+    provider = app.extensions["gosession"].provider
+    client.get("/count")
+    provider.down = True
+    with caplog.at_level(logging.DEBUG, logger="flask_gosession"):
+        read = client.get("/get/n")   # fails while loading, inside the view
+        write = client.get("/count")  # fails while loading
+        assert read.status_code == write.status_code == 503
+        assert b"temporarily unavailable" in read.data
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "connection refused" in errors[0].getMessage()
+        provider.down = False
+        assert client.get("/count").text == "2"
+    assert any("recovered" in r.getMessage() for r in caplog.records)
+
+
+def test_outage_during_save_is_503_not_500(client, app):
+    provider = app.extensions["gosession"].provider
+
+    @app.errorhandler(StoreUnavailable)  # customisable like any HTTP error
+    def custom(err):
+        return "store down, try later", 503
+
+    app.view_functions["set_"] = _failing_set(provider)
+    response = client.get("/set/a/1")
+    assert response.status_code == 503 and response.text == "store down, try later"
+    assert response.headers.getlist("Set-Cookie") == []
+
+
+def _failing_set(provider):
+    from flask import session
+
+    def view(key, value):
+        session[key] = value
+        provider.down = True  # the store dies before the save
+        return "ok"
+
+    return view
+
+
+def test_noop_requests_work_while_store_is_down(client, app):
+    app.extensions["gosession"].provider.down = True
+    assert client.get("/noop").status_code == 200

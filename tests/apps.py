@@ -79,6 +79,12 @@ def make_app(config: dict[str, t.Any], clock: t.Callable[[], float], instance_pa
         destroy()
         return "bye"
 
+    @app.get("/logout-flash")
+    def logout_flash() -> str:
+        destroy()
+        flash("bye")
+        return "bye"
+
     @app.get("/logout-async")
     async def logout_async() -> str:
         destroy()

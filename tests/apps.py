@@ -1,6 +1,7 @@
 """The test application: a small app with the views the suites drive."""
 from __future__ import annotations
 
+import time
 import typing as t
 
 from flask import Blueprint, Flask, flash, get_flashed_messages, jsonify, request, session
@@ -104,6 +105,15 @@ def make_app(config: dict[str, t.Any], clock: t.Callable[[], float], instance_pa
     @app.get("/flashes")
     def flashes() -> t.Any:
         return jsonify(get_flashed_messages())
+
+    @app.get("/incr/<key>")
+    def incr(key: str) -> str:
+        """Read-modify-write one key, holding the session open for a while
+        so that concurrent requests overlap."""
+        value = session.get(key, 0)
+        time.sleep(float(request.args.get("hold", 0)))
+        session[key] = value + 1
+        return str(value + 1)
 
     @app.get("/clear")
     def clear() -> str:

@@ -108,6 +108,8 @@ def test_forwarded_record_refuses_updates(provider):
     mark = Change(meta={FORWARD_FIELD: "target", "fx": now + 30}, atime=now)
     assert provider.session_update(key, mark) is Outcome.APPLIED
     assert provider.session_update(key, Change(set={"a": 2}, atime=now)) is Outcome.FORWARDED
+    second_mark = Change(meta={FORWARD_FIELD: "other", "fx": now + 30}, atime=now)
+    assert provider.session_update(key, second_mark) is Outcome.FORWARDED  # first rotation wins
     got = provider.session_read(key, now)
     assert got.data == {"a": 1}
     assert got.meta[FORWARD_FIELD] == "target"

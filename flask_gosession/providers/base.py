@@ -194,8 +194,9 @@ class Provider(abc.ABC):
         the same key the last writer wins. Never creates a record: a missing
         one gives :attr:`Outcome.MISSING`, and a record whose meta holds
         :data:`FORWARD_FIELD` is left alone and gives
-        :attr:`Outcome.FORWARDED`, *unless* ``change.meta`` itself sets
-        that field (which is how the manager marks a rotation).
+        :attr:`Outcome.FORWARDED` -- also when ``change.meta`` sets that
+        field itself: that is how the manager marks a rotation, and the
+        first of two concurrent rotations must win.
         """
 
     @abc.abstractmethod
@@ -255,7 +256,7 @@ class Provider(abc.ABC):
         when it was rotated away, else merges and returns
         :attr:`Outcome.APPLIED`.
         """
-        if FORWARD_FIELD in record.meta and FORWARD_FIELD not in change.meta:
+        if FORWARD_FIELD in record.meta:
             return Outcome.FORWARDED
         apply_change(record, change)
         return Outcome.APPLIED

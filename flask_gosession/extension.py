@@ -64,6 +64,10 @@ class GoSession:
         app.add_template_global(gosession_token, "gosession_token")
         app.add_template_global(gosession_token_field, "gosession_token_field")
         app.register_error_handler(ProviderError, _store_unavailable)
+        if settings.url_rewrite:
+            from .urlrewrite import add_sid_to_urls
+
+            app.url_defaults(add_sid_to_urls)
 
         from .cli import gosession_cli
 

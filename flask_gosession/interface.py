@@ -9,6 +9,7 @@ from werkzeug.datastructures import Headers
 from .errors import ProviderError, StoreUnavailable
 from .manager import Cookie
 from .session import ServerSession
+from .urlrewrite import rewrite_location
 
 if t.TYPE_CHECKING:
     from flask import Flask, Request, Response
@@ -31,9 +32,13 @@ class GoSessionInterface(SessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         manager = _manager(app)
-        presented = request.cookies.get(manager.settings.cookie_name)
+        name = manager.settings.cookie_name
+        presented = request.cookies.get(name)
         if presented is None and manager.settings.url_rewrite:
-            presented = request.args.get(manager.settings.cookie_name)
+            presented = request.args.get(name)
+            if presented is not None:
+                return manager.open(presented, via_url=True)
+            return manager.open(None, via_url=True)
         return manager.open(presented)
 
     def save_session(self, app: Flask, session: t.Any, response: Response) -> None:
@@ -41,6 +46,11 @@ class GoSessionInterface(SessionInterface):
             response.vary.add("Cookie")
         manager = _manager(app)
         try:
+            if session.via_url and session.presented is not None and "Location" in response.headers:
+                # A cookieless client follows this redirect: validate its id
+                # (one read, only in URL-rewrite mode) so the redirect can
+                # carry it.
+                session.ensure_loaded()
             action = manager.save(session)
         except ProviderError:
             _become_unavailable(app, response)
@@ -61,6 +71,8 @@ class GoSessionInterface(SessionInterface):
             )
             response.vary.add("Cookie")
             return
+        if session.via_url and action is not Cookie.DELETE:
+            rewrite_location(response, name, session.sid)
         if action is Cookie.KEEP and not self.should_set_cookie(app, session):
             return
         response.set_cookie(

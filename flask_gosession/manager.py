@@ -119,11 +119,26 @@ class Manager:
 
     # -- opening and loading -------------------------------------------------
 
-    def open(self, presented: str | None) -> ServerSession:
+    def open(self, presented: str | None, via_url: bool = False) -> ServerSession:
         """A lazy session for the id the client presented. No store call."""
         if self._gc_pid != os.getpid() and self.settings.gc_interval:
             self.start_gc()
-        return ServerSession(self, presented)
+        return ServerSession(self, presented, via_url)
+
+    def url_sid(self, session: ServerSession) -> str | None:
+        """The id that URLs built during this request must carry, or None.
+
+        Used in URL-rewrite mode for clients that sent no cookie: a session
+        that exists (or will be stored by this request) is named by the id
+        it will have once the response is saved, so a rotation decided in
+        this request never leaves links to the old id in the page.
+        """
+        if not session.loaded and session.presented is None:
+            return None
+        session.ensure_loaded()
+        if session.new and not dict.__len__(session) and not session.pinned:
+            return None
+        return session.next_sid or session.sid
 
     def assign_new_id(self, session: ServerSession) -> None:
         """Give a new session a fresh id (never the one presented)."""
@@ -192,6 +207,7 @@ class Manager:
         rotate_after = self.settings.rotate_after
         if rotate_after is not None and now - record.meta[ISSUED] >= rotate_after:
             session.rotate = "age"
+            session.next_sid = new_sid()
             if token is not None:
                 # Rotate the token now, so a form rendered by this request
                 # already carries the token of the new id.
@@ -364,14 +380,17 @@ class Manager:
         token changes at once, so forms rendered after this call carry it.
         """
         session.sid  # loads, and gives a new session its id
-        session.rotate = "privilege"
+        if not session.new:
+            session.rotate = "privilege"
+            session.next_sid = new_sid()
         if session.meta.get(TOKEN) is not None:
             session.set_meta(TOKEN, new_token())
 
     def _rotate(self, session: ServerSession, now: float) -> Cookie:
         reason = session.rotate
         old_sid, old_key = session.sid, t.cast(str, session.key)
-        sid = new_sid()
+        sid = session.next_sid or new_sid()
+        session.next_sid = None
         key = store_key(sid)
         meta = {k: v for k, v in session.meta.items() if k not in (FORWARD_FIELD, FORWARD_UNTIL, PREVIOUS)}
         meta[ISSUED] = now
@@ -437,6 +456,7 @@ class Manager:
         session.new = True
         session.pinned = False
         session.rotate = None
+        session.next_sid = None
         session.reissue = False
         session.refused = True
         session.set_identity(None, None)

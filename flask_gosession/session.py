@@ -33,11 +33,16 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
     #: True once the application used the session (set by Flask too).
     accessed: bool
 
-    def __init__(self, manager: Manager, presented: str | None) -> None:
+    def __init__(self, manager: Manager, presented: str | None, via_url: bool = False) -> None:
         super().__init__()
         self._manager = manager
         #: The id the client presented (cookie or URL), not yet validated.
         self.presented = presented
+        #: True when the client sent no cookie and the id came from the URL.
+        self.via_url = via_url
+        #: The id a pending rotation will move to, chosen when the rotation
+        #: is decided so that URLs built during the request already carry it.
+        self.next_sid: str | None = None
         self._sid: str | None = None
         #: The store key of :attr:`sid` once known.
         self.key: str | None = None

@@ -4,7 +4,9 @@ from __future__ import annotations
 import time
 import typing as t
 
-from flask import Blueprint, Flask, flash, get_flashed_messages, jsonify, request, session
+from flask import (
+    Blueprint, Flask, flash, get_flashed_messages, jsonify, redirect, request, session, url_for,
+)
 
 from flask_gosession import GoSession, destroy, regenerate, rotate_sid, token_exempt
 from flask_gosession.tokens import gosession_token_field
@@ -114,6 +116,22 @@ def make_app(config: dict[str, t.Any], clock: t.Callable[[], float], instance_pa
         time.sleep(float(request.args.get("hold", 0)))
         session[key] = value + 1
         return str(value + 1)
+
+    @app.get("/links")
+    def links() -> str:
+        return url_for("get", key="a")
+
+    @app.get("/go")
+    def go() -> t.Any:
+        return redirect("/get/a?x=1")
+
+    @app.get("/go-for")
+    def go_for() -> t.Any:
+        return redirect(url_for("get", key="a"))
+
+    @app.get("/away")
+    def away() -> t.Any:
+        return redirect("https://elsewhere.example/path")
 
     @app.get("/clear")
     def clear() -> str:

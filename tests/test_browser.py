@@ -1,0 +1,246 @@
+"""The example app in a real browser: headless Chromium on a loopback server.
+
+The example (``example/app.py``) runs on a threaded werkzeug server bound
+to 127.0.0.1, and Chromium, driven by Playwright, logs in through the form,
+counts page loads, logs out, and plays the Go chapter's cookie-theft
+scenario with a second browser context. Time is a :class:`FakeClock`
+injected into the example's ``gosession`` object: rotation and the grace
+window are reached by advancing it, never by sleeping.
+
+Each page looked at is saved as a PNG under ``test-artifacts/browser/``.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import pathlib
+import typing as t
+
+import pytest
+
+import backends
+from browser import TIMEOUT, expect, launch, loopback, screenshot, unavailable
+from clock import FakeClock
+from liveserver import serve
+from signals_capture import captured, named
+
+pytestmark = pytest.mark.browser
+
+EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "example" / "app.py"
+COOKIE = "gosessionid"
+ROTATE_AFTER = 60
+GRACE = 10
+
+
+@pytest.fixture(scope="module")
+def chromium() -> t.Iterator[t.Any]:
+    """One headless Chromium for the whole module."""
+    reason = unavailable()
+    if reason:
+        backends.missing(reason)
+    with launch() as browser:
+        yield browser
+
+
+@pytest.fixture
+def run_example(clock: FakeClock) -> t.Iterator[t.Callable[..., int]]:
+    """Start the example app with ``config`` on loopback; return its port.
+
+    A fresh copy of the example module per app, so the module-level
+    ``gosession`` object takes the test's fake clock.
+    """
+    with contextlib.ExitStack() as stack:
+        def start(**config: t.Any) -> int:
+            spec = importlib.util.spec_from_file_location("gosession_example_browser", EXAMPLE)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            stack.callback(module.app.extensions["gosession"].close)  # the module's own app
+            module.gosession.clock = clock
+            app = module.create_app({"GOSESSION_PROVIDER": "memory", "GOSESSION_GC_INTERVAL": 0, **config})
+            stack.callback(app.extensions["gosession"].close)
+            return stack.enter_context(serve(app))
+
+        yield start
+
+
+def greeting(page: t.Any, text: str) -> None:
+    """Wait (bounded) until the page greets ``text``."""
+    expect(page.locator("#greeting")).to_have_text(text, timeout=TIMEOUT)
+
+
+def count(page: t.Any) -> int:
+    return int(page.locator("#count").inner_text(timeout=TIMEOUT))
+
+
+def log_in(page: t.Any, name: str = "gopher") -> None:
+    page.goto("/login")
+    page.fill("#username", name)
+    page.click("#submit")
+    greeting(page, f"Hello, {name}")
+
+
+def test_login_count_and_logout(chromium: t.Any, run_example: t.Callable[..., int]) -> None:
+    port = run_example()
+    with loopback(chromium, port) as tab:
+        page = tab.page
+        page.goto("/")
+        greeting(page, "Hello, guest")
+        assert count(page) == 1
+        screenshot(page, "login-1-guest")
+
+        page.click("#login-link")
+        expect(page).to_have_url(f"{tab.origin}/login", timeout=TIMEOUT)
+        field = page.locator("input[name=gosession_token]")
+        assert field.get_attribute("type") == "hidden"
+        token = field.get_attribute("value")
+        assert token and len(token) >= 32
+        screenshot(page, "login-2-form")
+
+        # The token is what makes the form work: a tampered one is refused.
+        field.evaluate("el => { el.value = 'forged' }")
+        page.fill("#username", "mallory")
+        with page.expect_navigation(timeout=TIMEOUT) as refused:
+            page.click("#submit")
+        assert refused.value is not None and refused.value.status == 400
+        screenshot(page, "login-3-forged-token-refused")
+
+        page.goto("/login")
+        assert page.locator("input[name=gosession_token]").get_attribute("value") == token
+        before = tab.cookie()
+        assert before is not None
+        page.fill("#username", "gopher")
+        page.click("#submit")
+        greeting(page, "Hello, gopher")
+        expect(page.locator(".flash")).to_have_text("Welcome, gopher!", timeout=TIMEOUT)
+        assert count(page) == 2  # the refused post changed nothing
+        after = tab.cookie()
+        assert after is not None and after["value"] != before["value"]  # @rotate_sid at login
+        screenshot(page, "login-4-welcome")
+
+        page.reload()
+        greeting(page, "Hello, gopher")
+        assert count(page) == 3
+        page.goto("/")
+        greeting(page, "Hello, gopher")
+        assert count(page) == 4
+        assert page.locator(".flash").count() == 0
+        screenshot(page, "login-5-counting")
+
+        # Logout posts the form with its token; the session is destroyed.
+        page.click("#logout")
+        greeting(page, "Hello, guest")
+        expect(page.locator(".flash")).to_have_text("You are logged out.", timeout=TIMEOUT)
+        assert count(page) == 1
+        screenshot(page, "login-6-logged-out")
+        page.reload()
+        greeting(page, "Hello, guest")
+        assert count(page) == 2
+
+
+def test_session_cookie_is_httponly(chromium: t.Any, run_example: t.Callable[..., int]) -> None:
+    port = run_example()
+    with loopback(chromium, port) as tab:
+        page = tab.page
+        log_in(page)
+        jar = tab.cookie()
+        assert jar is not None, "the browser's cookie jar holds the session cookie"
+        assert jar["httpOnly"] is True
+        assert jar["sameSite"] == "Lax"
+        assert COOKIE not in page.evaluate("document.cookie")
+
+        # Script can neither read the id nor overwrite it.
+        page.evaluate(f"document.cookie = '{COOKIE}=forged; path=/'")
+        assert COOKIE not in page.evaluate("document.cookie")
+        still = tab.cookie()
+        assert still is not None and still["value"] == jar["value"]
+        page.reload()
+        greeting(page, "Hello, gopher")
+        screenshot(page, "httponly-1-logged-in")
+
+
+def test_rotation_keeps_the_user_logged_in(chromium: t.Any, run_example: t.Callable[..., int],
+                                           clock: FakeClock) -> None:
+    port = run_example(GOSESSION_ROTATE_AFTER=ROTATE_AFTER, GOSESSION_ROTATE_GRACE=GRACE)
+    with captured() as seen, loopback(chromium, port) as tab:
+        page = tab.page
+        log_in(page)
+        assert count(page) == 1
+        first = tab.cookie()
+        assert first is not None
+        screenshot(page, "rotation-1-logged-in")
+
+        page.reload()  # too early: same id
+        greeting(page, "Hello, gopher")
+        assert count(page) == 2
+        assert tab.cookie()["value"] == first["value"]  # type: ignore[index]
+
+        ids = [first["value"]]
+        for n in (3, 4):
+            clock.advance(ROTATE_AFTER + 1)
+            page.reload()
+            greeting(page, "Hello, gopher")
+            assert count(page) == n  # the data moved with the id
+            jar = tab.cookie()
+            assert jar is not None and jar["httpOnly"] is True
+            assert jar["value"] not in ids
+            ids.append(jar["value"])
+            screenshot(page, f"rotation-{n - 1}-rotated")
+        assert len(named(seen, "session_rotated")) == 3  # login plus two by age
+        assert [s["reason"] for s in named(seen, "session_rotated")][1:] == ["age", "age"]
+
+        # The logout form carries the rotated token and still works.
+        page.click("#logout")
+        greeting(page, "Hello, guest")
+        assert count(page) == 1
+        screenshot(page, "rotation-4-logged-out")
+
+
+def test_stolen_cookie_dies_after_rotation_and_grace(chromium: t.Any, run_example: t.Callable[..., int],
+                                                     clock: FakeClock) -> None:
+    # GOSESSION_REVOKE_ON_REUSE is left at its default (True).
+    port = run_example(GOSESSION_ROTATE_AFTER=ROTATE_AFTER, GOSESSION_ROTATE_GRACE=GRACE)
+    with captured() as seen, loopback(chromium, port) as victim, loopback(chromium, port) as thief:
+        log_in(victim.page)
+        assert count(victim.page) == 1
+        stolen = victim.cookie()
+        assert stolen is not None
+        screenshot(victim.page, "hijack-1-victim-logged-in")
+
+        # The thief copies the cookie into another browser and gets in,
+        # before the victim's next rotation: the Go chapter's attack.
+        assert thief.cookie() is None
+        thief.context.add_cookies([stolen])  # type: ignore[list-item]
+        thief.page.goto("/")
+        greeting(thief.page, "Hello, gopher")
+        assert count(thief.page) == 2  # the victim's own session
+        screenshot(thief.page, "hijack-2-thief-before-rotation")
+
+        # The victim's next page load after ROTATE_AFTER moves the session.
+        clock.advance(ROTATE_AFTER + 1)
+        victim.page.reload()
+        greeting(victim.page, "Hello, gopher")
+        assert count(victim.page) == 3
+        rotated = victim.cookie()
+        assert rotated is not None and rotated["value"] != stolen["value"]
+        screenshot(victim.page, "hijack-3-victim-rotated")
+
+        # Past the grace window the old id is theft: the thief gets nothing.
+        clock.advance(GRACE + 1)
+        assert thief.cookie()["value"] == stolen["value"]  # type: ignore[index]
+        thief.page.reload()
+        greeting(thief.page, "Hello, guest")
+        assert count(thief.page) == 1
+        assert thief.page.locator("#logout").count() == 0
+        fresh = thief.cookie()
+        assert fresh is not None and fresh["value"] not in (stolen["value"], rotated["value"])
+        screenshot(thief.page, "hijack-4-thief-after-grace")
+        hijacks = named(seen, "hijack_suspected")
+        assert len(hijacks) == 1 and hijacks[0]["reason"] == "reuse" and hijacks[0]["revoked"] is True
+
+        # And with GOSESSION_REVOKE_ON_REUSE the victim's session is gone too.
+        victim.page.reload()
+        greeting(victim.page, "Hello, guest")
+        assert count(victim.page) == 1
+        assert victim.cookie()["value"] != rotated["value"]  # type: ignore[index]
+        screenshot(victim.page, "hijack-5-victim-revoked")

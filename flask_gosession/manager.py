@@ -21,7 +21,7 @@ from flask import current_app, request
 from . import signals
 from .errors import CorruptRecordError, ProviderError
 from .ids import is_valid_sid, label, new_sid, new_token, open_forward, seal_forward, store_key
-from .providers.base import FORWARD_FIELD, Change, Outcome, Provider, Record
+from .providers.base import FORWARD_FIELD, Change, Outcome, Provider, Record, apply_change
 from .serializers import get_serializer, tag, untag
 from .session import ServerSession
 
@@ -195,7 +195,6 @@ class Manager:
             session.refused = True
             return
         session.fill(values)
-        session.loaded_data = record.data
         session.meta = record.meta
         session.atime = record.atime
         session.new = False
@@ -248,7 +247,7 @@ class Manager:
             if isinstance(token, str):
                 tokens.append(token)
             sid, key = target, store_key(target)
-            next_record = self._read(key, now)
+            next_record = _patiently(lambda: self._read(key, now))
             if next_record is None:
                 return None
             record = next_record
@@ -362,7 +361,10 @@ class Manager:
             if target is None:
                 return Cookie.DELETE
             sid, key = target, store_key(target)
-            outcome = self._store(self.provider.session_update, key, change)
+            outcome = _patiently(
+                lambda: self._store(self.provider.session_update, key, change),
+                missing=Outcome.MISSING,
+            )
             if outcome is Outcome.APPLIED:
                 session.set_identity(sid, key)
                 return Cookie.SET
@@ -387,51 +389,58 @@ class Manager:
             session.set_meta(TOKEN, new_token())
 
     def _rotate(self, session: ServerSession, now: float) -> Cookie:
+        """Move the session to :attr:`ServerSession.next_sid`.
+
+        By age, the old record is first marked as forwarding (atomically;
+        the first of two concurrent rotations wins). From then on it is
+        frozen: every later update to it is forwarded. Its data, now final,
+        plus this request's change, becomes the new record. Updates
+        forwarded before the new record exists wait for it (bounded).
+
+        By privilege, the new record is a copy and the old id dies at once.
+        """
         reason = session.rotate
         old_sid, old_key = session.sid, t.cast(str, session.key)
         sid = session.next_sid or new_sid()
         session.next_sid = None
         key = store_key(sid)
-        meta = {k: v for k, v in session.meta.items() if k not in (FORWARD_FIELD, FORWARD_UNTIL, PREVIOUS)}
-        meta[ISSUED] = now
-        if reason == "age":
-            meta[PREVIOUS] = old_key
-        data = self._tag_all(session)
-        self._store(self.provider.session_init, key, Record(data, meta, now))
+        change = self._change(session, now)
         if reason == "privilege":
+            meta = {k: v for k, v in session.meta.items()
+                    if k not in (FORWARD_FIELD, FORWARD_UNTIL, PREVIOUS)}
+            meta[ISSUED] = now
+            self._store(self.provider.session_init, key, Record(self._tag_all(session), meta, now))
             self._store(self.provider.session_destroy, old_key)
+            self._destroy_previous(session.meta)
         else:
             mark = Change(meta={FORWARD_FIELD: seal_forward(old_sid, sid),
                                 FORWARD_UNTIL: now + self.settings.rotate_grace}, atime=now)
             outcome = self._store(self.provider.session_update, old_key, mark)
-            if outcome is not Outcome.APPLIED:
-                # Another request rotated first, or the session was
-                # destroyed: drop ours and save into whatever exists.
-                self._store(self.provider.session_destroy, key)
-                if outcome is Outcome.MISSING:
-                    return Cookie.DELETE
-                return self._update_forwarded(session, self._change(session, now), now)
-            self._catch_up(session, old_key, key, data, now)
+            if outcome is Outcome.MISSING:
+                return Cookie.DELETE
+            if outcome is Outcome.FORWARDED:  # another request rotated first
+                return self._update_forwarded(session, change, now)
+            record = self._read(old_key, now)
+            if record is None:
+                return Cookie.DELETE
+            apply_change(record, change)
+            meta = record.meta
+            for name in (FORWARD_FIELD, FORWARD_UNTIL):
+                meta.pop(name, None)
+            meta[ISSUED] = now
+            meta[PREVIOUS] = old_key
+            self._store(self.provider.session_init, key, record)
         session.meta = meta
         session.set_identity(sid, key)
         signals.session_rotated.send(self._app(), old=label(old_key), new=label(key), reason=reason)
         return Cookie.SET
 
-    def _catch_up(self, session: ServerSession, old_key: str, key: str,
-                  copied: dict[str, t.Any], now: float) -> None:
-        """Carry over writes that reached the old record between our copy
-        and the forwarding mark (after the mark they are forwarded)."""
-        record = self._read(old_key, now)
-        if record is None:
-            return
-        mine = session.set_keys | session.deleted_keys
-        before = session.loaded_data
-        changed = {k: v for k, v in record.data.items()
-                   if k not in mine and before.get(k, _ABSENT) != v and copied.get(k, _ABSENT) != v}
-        removed = {k for k in before if k not in record.data and k not in mine and k in copied}
-        if changed or removed:
-            self._store(self.provider.session_update, key,
-                        Change(set=changed, deleted=frozenset(removed), atime=now))
+    def _destroy_previous(self, meta: dict[str, t.Any]) -> None:
+        """Destroy the record of the id this session replaced by age, whose
+        forwarding would otherwise lead to a session that no longer exists."""
+        previous = meta.get(PREVIOUS)
+        if isinstance(previous, str) and len(previous) == 64:
+            self._store(self.provider.session_destroy, previous)
 
     def destroy(self, session: ServerSession) -> None:
         """Remove the session from the store now and start an empty one.
@@ -444,14 +453,11 @@ class Manager:
         session.ensure_loaded()
         if not session.new and session.key:
             self._store(self.provider.session_destroy, session.key)
-            previous = session.meta.get(PREVIOUS)
-            if isinstance(previous, str) and len(previous) == 64:
-                self._store(self.provider.session_destroy, previous)
+            self._destroy_previous(session.meta)
             signals.session_destroyed.send(self._app(), sid_hash=label(session.key), reason="destroy")
         session.fill({})
         session.reset()
         session.meta = {}
-        session.loaded_data = {}
         session.accepted_tokens = ()
         session.new = True
         session.pinned = False
@@ -534,4 +540,22 @@ class Manager:
         return hashlib.sha256(agent.encode("utf-8", "replace")).hexdigest()[:32]
 
 
-_ABSENT = object()
+#: How long a request waits for the target of a fresh forwarding record to
+#: be written by the request that is rotating it (one store round trip).
+ROTATION_WAIT = 2.0
+
+
+def _patiently(attempt: t.Callable[[], t.Any], missing: t.Any = None) -> t.Any:
+    """Retry ``attempt`` while it returns ``missing``, for at most
+    :data:`ROTATION_WAIT` seconds: the rotating request marks the old record
+    before it writes the new one, so for one round trip the target of a
+    forward does not exist yet. If it never appears (the rotating process
+    died), the session is gone."""
+    deadline = time.monotonic() + ROTATION_WAIT
+    delay = 0.001
+    while True:
+        result = attempt()
+        if result is not missing or time.monotonic() >= deadline:
+            return result
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)

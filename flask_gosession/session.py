@@ -57,8 +57,6 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         #: Internal fields as stored (plus pending changes in meta_changes).
         self.meta: dict[str, t.Any] = {}
         self.meta_changes: dict[str, t.Any] = {}
-        #: Tagged values as loaded, for rotation catch-up.
-        self.loaded_data: dict[str, t.Any] = {}
         #: Last access time as stored.
         self.atime = 0.0
         #: Tokens an unsafe request may present (current, and during a

@@ -237,6 +237,32 @@ def _redis_argv(binary: str, port: int, workdir: str, *extra: str) -> list[str]:
     ]
 
 
+S = t.TypeVar("S", bound=ServerProcess)
+
+
+def _launch(
+    build: t.Callable[[int, str], S], prefix: str, also_free_offset: int | None = None
+) -> S:
+    """Start ``build(port, workdir)`` on a free port, in a fresh directory.
+
+    Tries three ports, in case another process takes the port between the
+    check and the server's bind.
+    :raises ServerUnavailable: if every attempt fails.
+    """
+    for attempt in range(3):
+        server = build(free_port(also_free_offset), tempfile.mkdtemp(prefix=prefix))
+        try:
+            return server.start()
+        except ServerUnavailable:
+            server.stop()
+            if attempt == 2:
+                raise
+        except BaseException:
+            server.stop()
+            raise
+    raise AssertionError("unreachable")
+
+
 def start_redis(*extra: str) -> RedisServer:
     """Start a throwaway ``redis-server`` on a free loopback port.
 
@@ -244,16 +270,12 @@ def start_redis(*extra: str) -> RedisServer:
     :raises ServerUnavailable: if ``redis-server`` is missing or fails.
     """
     binary = require_binary("redis-server")
-    workdir = tempfile.mkdtemp(prefix="gosession-redis-")
-    port = free_port()
-    server = RedisServer(
-        "redis", _redis_argv(binary, port, workdir, *extra), port, _redis_ready, workdir
+    return _launch(
+        lambda port, workdir: RedisServer(
+            "redis", _redis_argv(binary, port, workdir, *extra), port, _redis_ready, workdir
+        ),
+        "gosession-redis-",
     )
-    try:
-        return server.start()
-    except BaseException:
-        server.stop()
-        raise
 
 
 def start_memcached(memory_mb: int = 64) -> ServerProcess:
@@ -262,17 +284,14 @@ def start_memcached(memory_mb: int = 64) -> ServerProcess:
     :raises ServerUnavailable: if ``memcached`` is missing or fails.
     """
     binary = require_binary("memcached")
-    workdir = tempfile.mkdtemp(prefix="gosession-memcached-")
-    port = free_port()
-    argv = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", str(memory_mb)]
-    if os.geteuid() == 0:
-        argv += ["-u", "root"]  # memcached refuses to run as root otherwise
-    server = ServerProcess("memcached", argv, port, _memcached_ready, workdir)
-    try:
-        return server.start()
-    except BaseException:
-        server.stop()
-        raise
+
+    def build(port: int, workdir: str) -> ServerProcess:
+        argv = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", str(memory_mb)]
+        if os.geteuid() == 0:
+            argv += ["-u", "root"]  # memcached refuses to run as root otherwise
+        return ServerProcess("memcached", argv, port, _memcached_ready, workdir)
+
+    return _launch(build, "gosession-memcached-")
 
 
 class RedisCluster:
@@ -301,25 +320,30 @@ def start_redis_cluster(masters: int = 3) -> RedisCluster:
     binary = require_binary("redis-server")
     cli = require_binary("redis-cli")
     nodes: list[RedisServer] = []
+
+    def build(port: int, workdir: str) -> RedisServer:
+        argv = _redis_argv(
+            binary, port, workdir,
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", os.path.join(workdir, "nodes.conf"),
+            "--cluster-node-timeout", "5000",
+        )
+        return RedisServer("redis-cluster-node", argv, port, _redis_ready, workdir)
+
     try:
         for _ in range(masters):
-            workdir = tempfile.mkdtemp(prefix="gosession-redis-cluster-")
-            port = free_port(also_free_offset=10000)
-            argv = _redis_argv(
-                binary, port, workdir,
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", os.path.join(workdir, "nodes.conf"),
-                "--cluster-node-timeout", "5000",
+            # A node also binds its cluster bus port, port + 10000.
+            nodes.append(_launch(build, "gosession-redis-cluster-", also_free_offset=10000))
+        try:
+            created = subprocess.run(
+                [cli, "--cluster", "create", *(n.address for n in nodes),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=60,
             )
-            nodes.append(RedisServer("redis-cluster-node", argv, port, _redis_ready, workdir))
-            nodes[-1].start()
-        created = subprocess.run(
-            [cli, "--cluster", "create", *(n.address for n in nodes),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=60,
-        )
+        except subprocess.TimeoutExpired as err:
+            raise ServerUnavailable("redis-cli --cluster create hung") from err
         if created.returncode != 0:
             raise ServerUnavailable(
                 "redis-cli --cluster create failed:\n"
@@ -363,9 +387,13 @@ def start_sentinel(service: str = "mymaster") -> Sentinel:
     """
     binary = require_binary("redis-server")
     master = start_redis()
-    try:
-        workdir = tempfile.mkdtemp(prefix="gosession-sentinel-")
-        port = free_port()
+
+    def ready(port: int) -> bool:
+        reply = redis_command(port, "SENTINEL", "get-master-addr-by-name", service)
+        return str(master.port).encode() in reply
+
+    def build(port: int, workdir: str) -> ServerProcess:
+        # Sentinel rewrites its configuration file, so it lives in workdir.
         conf = os.path.join(workdir, "sentinel.conf")
         with open(conf, "w") as fh:
             fh.write(
@@ -377,18 +405,10 @@ def start_sentinel(service: str = "mymaster") -> Sentinel:
                 f"sentinel monitor {service} 127.0.0.1 {master.port} 1\n"
                 f"sentinel down-after-milliseconds {service} 60000\n"
             )
+        return ServerProcess("redis-sentinel", [binary, conf, "--sentinel"], port, ready, workdir)
 
-        def ready(p: int) -> bool:
-            reply = redis_command(p, "SENTINEL", "get-master-addr-by-name", service)
-            return str(master.port).encode() in reply
-
-        sentinel = ServerProcess("redis-sentinel", [binary, conf, "--sentinel"], port, ready, workdir)
-        try:
-            sentinel.start()
-        except BaseException:
-            sentinel.stop()
-            raise
-        return Sentinel(master, sentinel, service)
+    try:
+        return Sentinel(master, _launch(build, "gosession-sentinel-"), service)
     except BaseException:
         master.stop()
         raise

@@ -1,0 +1,526 @@
+"""Redis store: one hash per session, expired natively by Redis.
+
+Storage layout
+--------------
+
+Each record lives in one Redis *hash* at ``GOSESSION_KEY_PREFIX + key``:
+
+``d:<user key>``
+    one field per user key; the value is the tagged value encoded with the
+    manager's serializer (``serializer.dumps(value)``);
+``m:<meta key>``
+    one field per internal meta field, encoded the same way;
+``a``
+    the last access time, as the decimal text of a float.
+
+Fields other than these are ignored on read, so a later version can add
+some. Because values are stored per key, an update only sends and writes
+the keys that changed: two requests changing different keys never overwrite
+each other, with no read-modify-write cycle on the client.
+
+The hash carries a native TTL of :attr:`~Provider.max_lifetime` seconds,
+renewed by every write, read and touch, so Redis drops idle sessions itself
+and :meth:`RedisProvider.session_gc` has nothing to do.
+
+Round trips and atomicity
+-------------------------
+
+Every operation on a record is one Lua script (``EVALSHA``; redis-py loads
+it again by itself after a ``NOSCRIPT`` reply, for example after a server
+restart), so it is atomic and costs one round trip. Each script touches a
+single key, which is what Redis Cluster requires. ``session_read`` also
+refreshes ``a`` and the TTL in the same script, so
+:attr:`RedisProvider.touches_on_read` is true and the manager never sends a
+separate touch.
+
+Clients
+-------
+
+Exactly one of these is used, in this order of precedence:
+
+* ``GOSESSION_REDIS``: a ready client (:class:`redis.Redis` or
+  :class:`redis.cluster.RedisCluster`), used as is and never closed by the
+  provider;
+* ``GOSESSION_REDIS_SENTINELS`` with ``GOSESSION_REDIS_SENTINEL_MASTER``: a
+  master client found through Sentinel;
+* ``GOSESSION_REDIS_CLUSTER = True``: a :class:`redis.cluster.RedisCluster`
+  that discovers the cluster from the node in ``GOSESSION_REDIS_URL``;
+* otherwise a :class:`redis.Redis` for ``GOSESSION_REDIS_URL``.
+
+Clients built here use ``GOSESSION_REDIS_TIMEOUT`` for connecting and for
+each reply, and retry a command once, without delay, only after a
+*connection* error (a connection the server closed, for instance after it
+restarted); a timeout is never retried. A dead or hung server therefore
+turns into :class:`~flask_gosession.errors.ProviderError` after about one
+timeout, not after redis-py's default exponential backoff. Built clients
+are created on first use, so an application starts even while Redis is down.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import typing as t
+
+from ..errors import ConfigError, CorruptRecordError, ProviderError
+from ._addresses import parse_address_list, positive_seconds
+from .base import FORWARD_FIELD, Change, Outcome, Provider, Record
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+    from redis.commands.core import Script
+
+#: Hash field holding the access time.
+ATIME_FIELD = "a"
+#: Prefix of the hash fields holding user keys.
+DATA_PREFIX = "d:"
+#: Prefix of the hash fields holding meta fields.
+META_PREFIX = "m:"
+
+# Lua's unpack() is limited by the C stack (LUAI_MAXCSTACK, 8000 slots), so
+# the scripts pass long argument lists to HSET/HDEL in chunks.
+_CHUNKED = """
+local function chunked(cmd, key, first, last, step)
+  local i = first
+  while i <= last do
+    local j = math.min(i + step - 1, last)
+    redis.call(cmd, key, unpack(ARGV, i, j))
+    i = j + 1
+  end
+end
+"""
+
+#: KEYS[1] = store key; ARGV[1] = now; ARGV[2] = TTL in seconds.
+#: Returns the fields as stored *before* ``a`` was refreshed.
+READ_SCRIPT = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields > 0 then
+  redis.call('HSET', KEYS[1], 'a', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return fields
+"""
+
+#: KEYS[1] = store key; ARGV[1] = TTL in seconds; ARGV[2..] = field/value
+#: pairs, ``a`` included.
+INIT_SCRIPT = _CHUNKED + """
+redis.call('DEL', KEYS[1])
+chunked('HSET', KEYS[1], 2, #ARGV, 2000)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+#: KEYS[1] = store key; ARGV[1] = TTL in seconds; ARGV[2] = n, the number
+#: of fields to delete; ARGV[3 .. 2+n] = those fields; then field/value pairs
+#: to set, ``a`` included. A record carrying the forward field is left alone,
+#: even by a change that sets that field (the first rotation wins). The type
+#: is checked before anything is written, so the script never fails
+#: half-way.
+UPDATE_SCRIPT = _CHUNKED + """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then return 0 end
+if kind ~= 'hash' then return 3 end
+if redis.call('HEXISTS', KEYS[1], 'm:%(forward)s') == 1 then return 2 end
+local ndel = tonumber(ARGV[2])
+chunked('HDEL', KEYS[1], 3, 2 + ndel, 1000)
+chunked('HSET', KEYS[1], 3 + ndel, #ARGV, 2000)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+""" % {"forward": FORWARD_FIELD}
+
+#: KEYS[1] = store key; ARGV[1] = atime; ARGV[2] = TTL in seconds. Only a
+#: stored hash is touched: a missing record stays missing.
+TOUCH_SCRIPT = """
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
+redis.call('HSET', KEYS[1], 'a', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_UPDATE_OUTCOMES = {0: Outcome.MISSING, 1: Outcome.APPLIED, 2: Outcome.FORWARDED}
+_WRONG_TYPE = 3
+
+#: How many keys :meth:`RedisProvider.session_clear` deletes per command,
+#: and the ``COUNT`` hint for ``SCAN``.
+SCAN_BATCH = 500
+
+
+class RedisProvider(Provider):
+    """Sessions in Redis, standalone, behind Sentinel, or in a Redis Cluster.
+
+    :param client: a factory returning the redis-py client to use, called
+        once on first use (so that building the app never blocks on Redis).
+    :param key_prefix: prepended to every key; also what
+        :meth:`session_count` and :meth:`session_clear` scan for.
+    :param owns_client: close the client in :meth:`close`; false for a
+        client the application passed in.
+
+    Use :meth:`from_config` rather than building one by hand.
+    """
+
+    touches_on_read = True
+
+    def __init__(
+        self,
+        client: t.Callable[[], t.Any],
+        key_prefix: str = "gosession:",
+        *,
+        owns_client: bool = True,
+    ) -> None:
+        _import_redis()  # fail here, not at the first request
+        #: Prepended to every key in Redis.
+        self.key_prefix = key_prefix
+        self._factory = client
+        self._owns_client = owns_client
+        self._client: t.Any = None
+        self._scripts: dict[str, Script] = {}
+        self._lock = threading.Lock()
+        self._errors = _redis_errors()
+
+    # -- configuration ------------------------------------------------------
+
+    @classmethod
+    def config_defaults(cls, app: Flask) -> dict[str, t.Any]:
+        return {
+            "GOSESSION_REDIS_URL": "redis://127.0.0.1:6379/0",
+            "GOSESSION_REDIS": None,
+            "GOSESSION_KEY_PREFIX": "gosession:",
+            "GOSESSION_REDIS_TIMEOUT": 2.0,
+            "GOSESSION_REDIS_CLUSTER": False,
+            "GOSESSION_REDIS_SENTINELS": None,
+            "GOSESSION_REDIS_SENTINEL_MASTER": None,
+        }
+
+    @classmethod
+    def from_config(cls, app: Flask) -> RedisProvider:
+        """Validate the ``GOSESSION_REDIS*`` settings and build the provider.
+
+        :raises ConfigError: naming the setting and its bad value, or the
+            extra to install when redis-py is missing.
+        """
+        redis = _import_redis()
+        config = app.config
+        prefix = config["GOSESSION_KEY_PREFIX"]
+        if not isinstance(prefix, str) or not prefix:
+            # An empty prefix would make session_clear() empty the database.
+            raise ConfigError(
+                f"GOSESSION_KEY_PREFIX must be a non-empty string, got {prefix!r}"
+            )
+
+        client = config["GOSESSION_REDIS"]
+        if client is not None:
+            if not isinstance(client, (redis.Redis, redis.cluster.RedisCluster)):
+                raise ConfigError(
+                    "GOSESSION_REDIS must be a redis.Redis or "
+                    f"redis.cluster.RedisCluster instance, got {client!r}"
+                )
+            if client.get_encoder().decode_responses:
+                # Stored values are serializer bytes (msgpack is not UTF-8).
+                raise ConfigError(
+                    "GOSESSION_REDIS must be built without decode_responses=True "
+                    f"(got {client!r})"
+                )
+            return cls(lambda: client, prefix, owns_client=False)
+
+        timeout = positive_seconds(config["GOSESSION_REDIS_TIMEOUT"], "GOSESSION_REDIS_TIMEOUT")
+        url = config["GOSESSION_REDIS_URL"]
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                "GOSESSION_REDIS_URL must be a redis://, rediss:// or unix:// URL, "
+                f"got {url!r}"
+            )
+        cluster = config["GOSESSION_REDIS_CLUSTER"]
+        if not isinstance(cluster, bool):
+            raise ConfigError(f"GOSESSION_REDIS_CLUSTER must be True or False, got {cluster!r}")
+        sentinels = config["GOSESSION_REDIS_SENTINELS"]
+        master = config["GOSESSION_REDIS_SENTINEL_MASTER"]
+        if sentinels is not None:
+            sentinels = parse_address_list(sentinels, "GOSESSION_REDIS_SENTINELS")
+            if not isinstance(master, str) or not master:
+                raise ConfigError(
+                    "GOSESSION_REDIS_SENTINEL_MASTER must name the monitored master "
+                    f"when GOSESSION_REDIS_SENTINELS is set, got {master!r}"
+                )
+            if cluster:
+                raise ConfigError(
+                    "GOSESSION_REDIS_CLUSTER and GOSESSION_REDIS_SENTINELS cannot both be set"
+                )
+        try:
+            url_kwargs = redis.connection.parse_url(url)
+        except ValueError as err:
+            raise ConfigError(f"GOSESSION_REDIS_URL={url!r} is invalid: {err}") from err
+
+        common = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": _retry_policy(),
+        }
+        factory: t.Callable[[], t.Any]
+        if sentinels is not None:
+            factory = _sentinel_factory(sentinels, master, url_kwargs, common)
+        elif cluster:
+            if not url.startswith(("redis://", "rediss://")):
+                raise ConfigError(
+                    f"GOSESSION_REDIS_URL={url!r}: a cluster needs a redis:// or rediss:// URL"
+                )
+
+            def factory() -> t.Any:
+                return redis.cluster.RedisCluster.from_url(url, **common)
+
+        else:
+
+            def factory() -> t.Any:
+                return redis.Redis.from_url(url, **common)
+
+        return cls(factory, prefix)
+
+    # -- plumbing -----------------------------------------------------------
+
+    @property
+    def client(self) -> t.Any:
+        """The redis-py client, built on first use.
+
+        :raises ProviderError: if building it fails (a cluster client
+            contacts the cluster as it is built).
+        """
+        client = self._client
+        if client is None:
+            with self._lock:
+                client = self._client
+                if client is None:
+                    try:
+                        client = self._factory()
+                    except self._errors as err:
+                        raise ProviderError(f"cannot connect to Redis: {err}") from err
+                    for name, source in (
+                        ("read", READ_SCRIPT),
+                        ("init", INIT_SCRIPT),
+                        ("update", UPDATE_SCRIPT),
+                        ("touch", TOUCH_SCRIPT),
+                    ):
+                        self._scripts[name] = client.register_script(source)
+                    self._client = client
+        return client
+
+    def _store_key(self, key: str) -> str:
+        return self.key_prefix + key
+
+    def _run(self, script: str, key: str, args: list[t.Any]) -> t.Any:
+        """Run one of the scripts on ``key``, turning client errors into ours."""
+        client = self.client
+        try:
+            return self._scripts[script](keys=[self._store_key(key)], args=args, client=client)
+        except self._errors as err:
+            if "WRONGTYPE" in str(err):
+                raise CorruptRecordError(
+                    f"the Redis key for this session is not a hash: {err}"
+                ) from err
+            raise ProviderError(f"Redis {script} failed: {err}") from err
+
+    def _ttl(self) -> int:
+        return max(1, math.ceil(self.max_lifetime))
+
+    # -- the provider contract ---------------------------------------------
+
+    def session_init(self, key: str, record: Record) -> None:
+        dumps = self.serializer.dumps
+        args: list[t.Any] = [self._ttl()]
+        for name, value in record.data.items():
+            args += (DATA_PREFIX + name, dumps(value))
+        for name, value in record.meta.items():
+            if value is not None:
+                args += (META_PREFIX + name, dumps(value))
+        args += (ATIME_FIELD, repr(float(record.atime)))
+        self._run("init", key, args)
+
+    def session_read(self, key: str, now: float) -> Record | None:
+        fields = self._run("read", key, [repr(float(now)), self._ttl()])
+        if not fields:
+            return None
+        return self._decode(fields)
+
+    def session_update(self, key: str, change: Change) -> Outcome:
+        dumps = self.serializer.dumps
+        deleted = [DATA_PREFIX + name for name in change.deleted if name not in change.set]
+        pairs: list[t.Any] = []
+        for name, value in change.set.items():
+            pairs += (DATA_PREFIX + name, dumps(value))
+        for name, value in change.meta.items():
+            if value is None:
+                deleted.append(META_PREFIX + name)
+            else:
+                pairs += (META_PREFIX + name, dumps(value))
+        pairs += (ATIME_FIELD, repr(float(change.atime)))
+        result = self._run("update", key, [self._ttl(), len(deleted), *deleted, *pairs])
+        if result == _WRONG_TYPE:
+            raise CorruptRecordError("the Redis key for this session is not a hash")
+        return _UPDATE_OUTCOMES[int(result)]
+
+    def session_touch(self, key: str, atime: float) -> None:
+        self._run("touch", key, [repr(float(atime)), self._ttl()])
+
+    def session_destroy(self, key: str) -> None:
+        client = self.client
+        try:
+            client.delete(self._store_key(key))
+        except self._errors as err:
+            raise ProviderError(f"Redis destroy failed: {err}") from err
+
+    def session_gc(self, max_lifetime: int) -> int:
+        """Nothing to do: Redis expires each hash by its TTL."""
+        return 0
+
+    # -- administration -------------------------------------------------------
+
+    def _scan(self) -> t.Iterator[bytes]:
+        # SCAN MATCH is a glob: escape the prefix so it matches literally.
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.key_prefix) + "*"
+        return self.client.scan_iter(match=pattern, count=SCAN_BATCH)
+
+    def session_count(self) -> int:
+        """Count the keys under the prefix with ``SCAN`` (on every cluster node).
+
+        ``SCAN`` may report a key that is created or deleted meanwhile twice
+        or not at all; the count is exact on a quiet store.
+        """
+        try:
+            return sum(1 for _ in self._scan())
+        except self._errors as err:
+            raise ProviderError(f"Redis count failed: {err}") from err
+
+    def session_clear(self) -> int:
+        """Delete every key under the prefix, ``SCAN`` batch by batch.
+
+        Keys are removed with ``UNLINK`` (freed in the background by
+        Redis). Other keys in the same database are never touched.
+        :returns: how many keys were deleted.
+        """
+        client = self.client
+        removed = 0
+        try:
+            batch: list[bytes] = []
+            for name in self._scan():
+                batch.append(name)
+                if len(batch) >= SCAN_BATCH:
+                    removed += client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                removed += client.unlink(*batch)
+        except self._errors as err:
+            raise ProviderError(f"Redis clear failed: {err}") from err
+        return removed
+
+    def close(self) -> None:
+        """Close a client built by the provider; leave the application's alone.
+
+        A later call builds a fresh client, so closing is never fatal.
+        """
+        with self._lock:
+            client, self._client = self._client, None
+            self._scripts.clear()
+        if client is not None and self._owns_client:
+            _close_client(client)
+
+    # -- decoding -----------------------------------------------------------
+
+    def _decode(self, fields: list[bytes]) -> Record:
+        """Turn a flat ``HGETALL`` reply into a record.
+
+        :raises CorruptRecordError: for a missing or bad ``a`` field, or a
+            value the serializer cannot decode.
+        """
+        loads = self.serializer.loads
+        data: dict[str, t.Any] = {}
+        meta: dict[str, t.Any] = {}
+        atime: float | None = None
+        try:
+            for i in range(0, len(fields) - 1, 2):
+                name = fields[i].decode() if isinstance(fields[i], bytes) else fields[i]
+                value = fields[i + 1]
+                if name == ATIME_FIELD:
+                    atime = float(value)
+                elif name.startswith(DATA_PREFIX):
+                    data[name[len(DATA_PREFIX):]] = loads(value)
+                elif name.startswith(META_PREFIX):
+                    meta[name[len(META_PREFIX):]] = loads(value)
+        except (ValueError, TypeError) as err:  # UnicodeDecodeError is a ValueError
+            raise CorruptRecordError(f"undecodable Redis session hash: {err}") from err
+        if atime is None or not math.isfinite(atime):
+            raise CorruptRecordError("Redis session hash has no valid access time")
+        return Record(data, meta, atime)
+
+
+# -- client building -----------------------------------------------------------
+
+
+def _import_redis() -> t.Any:
+    """Import redis-py and the submodules used here.
+
+    :raises ConfigError: naming the extra to install if it is missing.
+    """
+    try:
+        import redis
+        import redis.cluster
+        import redis.sentinel  # noqa: F401
+    except ImportError as err:
+        raise ConfigError(
+            "GOSESSION_PROVIDER='redis' needs redis-py: pip install flask-gosession[redis]"
+        ) from err
+    return redis
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    """Every exception redis-py raises for a failing server or cluster."""
+    from redis.exceptions import RedisClusterException, RedisError
+
+    # RedisClusterException (no node covers a slot, no node reachable while
+    # the cluster is built, ...) does not derive from RedisError.
+    return (RedisError, RedisClusterException, OSError)
+
+
+def _retry_policy() -> t.Any:
+    """One immediate retry, after a connection error only.
+
+    The retry replaces a connection the server closed (it restarted, or
+    dropped an idle client); it is immediate, so a refused connection still
+    fails at once. Timeouts are not retried, so a hung server costs one
+    ``GOSESSION_REDIS_TIMEOUT``. Each script is safe to run twice.
+    """
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 1, supported_errors=(ConnectionError,))
+
+
+def _sentinel_factory(
+    sentinels: list[tuple[str, int]],
+    master: str,
+    url_kwargs: dict[str, t.Any],
+    common: dict[str, t.Any],
+) -> t.Callable[[], t.Any]:
+    """Build a factory for a master client found through Sentinel.
+
+    The URL's database, username and password apply to the master; its host
+    and port are ignored. Sentinels are asked with the same timeouts.
+    """
+    from redis.sentinel import Sentinel
+
+    master_kwargs = {k: url_kwargs[k] for k in ("db", "username", "password") if k in url_kwargs}
+
+    def factory() -> t.Any:
+        sentinel = Sentinel(sentinels, sentinel_kwargs=dict(common), **common)
+        client = sentinel.master_for(master, **master_kwargs, **common)
+        # Keep the sentinel clients reachable so close() can release them.
+        client._gosession_sentinel = sentinel
+        return client
+
+    return factory
+
+
+def _close_client(client: t.Any) -> None:
+    """Close a client and, for Sentinel, the clients of the sentinels."""
+    sentinel = getattr(client, "_gosession_sentinel", None)
+    client.close()
+    if sentinel is not None:
+        for sentinel_client in sentinel.sentinels:
+            sentinel_client.close()

@@ -1,0 +1,456 @@
+"""The memcached provider beyond the shared contract: layout, round trips,
+native expiry, the CAS loop under real races, failures and recovery, and
+consistent hashing over two servers.
+
+Everything runs against real throwaway ``memcached`` processes. Round trips
+are read from the server's own command counters (``stats``).
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import socket
+import threading
+import time
+import typing as t
+
+import pytest
+from flask import Flask
+
+import servers
+from backends.memcached import unique_prefix
+from clock import FakeClock
+from flask_gosession.errors import ConfigError, CorruptRecordError, ProviderError
+from flask_gosession.providers.base import FORWARD_FIELD, Change, Outcome, Record
+from flask_gosession.providers.memcached import MemcachedProvider
+
+
+def new_key() -> str:
+    return hashlib.sha256(secrets.token_bytes(32)).hexdigest()
+
+
+def rec(now: float, **data: t.Any) -> Record:
+    return Record(data=dict(data), meta={"c": now}, atime=now)
+
+
+def meta_get(server: servers.ServerProcess, command: str) -> bytes:
+    """One single-line meta command on a fresh socket; its reply line."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+        sock.sendall(command.encode() + b"\r\n")
+        reply = b""
+        deadline = time.monotonic() + 5
+        while not reply.endswith(b"\r\n") and time.monotonic() < deadline:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        return reply
+
+
+def counters(server: servers.ServerProcess) -> dict[str, int]:
+    """The server's command counters, read over a separate connection."""
+    stats: dict[str, int] = {}
+    for line in raw_stats(server).splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "STAT" and parts[2].isdigit():
+            name = parts[1]
+            if name.startswith(("cmd_", "cas_", "get_", "delete_", "touch_", "incr_", "decr_")):
+                stats[name] = int(parts[2])
+    return stats
+
+
+def raw_stats(server: servers.ServerProcess) -> str:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+        sock.sendall(b"stats\r\n")
+        reply = b""
+        deadline = time.monotonic() + 5
+        while not reply.endswith(b"END\r\n") and time.monotonic() < deadline:
+            reply += sock.recv(65536)
+        return reply.decode()
+
+
+def ttl_of(server: servers.ServerProcess, key: str) -> int:
+    """The remaining TTL of ``key``, from the meta-get command's ``t`` flag."""
+    reply = meta_get(server, f"mg {key} t")
+    assert reply.startswith(b"HD"), reply
+    return int(reply.split()[1][1:])
+
+
+@pytest.fixture
+def make() -> t.Iterator[t.Callable[..., MemcachedProvider]]:
+    """Build providers from config, as init_app would; close them afterwards."""
+    built: list[MemcachedProvider] = []
+
+    def build(**config: t.Any) -> MemcachedProvider:
+        app = Flask(__name__)
+        app.config.update(config)
+        for key, value in MemcachedProvider.config_defaults(app).items():
+            app.config.setdefault(key, value)
+        prov = MemcachedProvider.from_config(app)
+        prov.clock = FakeClock()
+        prov.max_lifetime = 3600
+        built.append(prov)
+        return prov
+
+    yield build
+    for prov in built:
+        prov.close()
+
+
+def config_for(*running: servers.ServerProcess, **extra: t.Any) -> dict[str, t.Any]:
+    return {
+        "GOSESSION_MEMCACHED_SERVERS": [s.address for s in running],
+        "GOSESSION_KEY_PREFIX": unique_prefix(),
+        **extra,
+    }
+
+
+# -- layout and expiry ------------------------------------------------------------------
+
+
+def test_layout_is_one_packed_blob(make, memcached_server):
+    prov = make(**config_for(memcached_server))
+    key, record = new_key(), rec(1000.5, user="ann")
+    prov.session_init(key, record)
+    assert prov.client.get(prov.key_prefix + key) == prov.pack(record)
+
+
+def test_ttl_is_native_and_renewed_by_writes_and_touches(make, memcached_server):
+    prov = make(**config_for(memcached_server))
+    prov.max_lifetime = 120
+    key, now = new_key(), prov.clock()
+    store_key = prov.key_prefix + key
+    prov.session_init(key, rec(now, a=1))
+    assert 110 <= ttl_of(memcached_server, store_key) <= 120
+    for operation in (
+        lambda: prov.session_update(key, Change(set={"b": 2}, atime=now)),
+        lambda: prov.session_touch(key, now + 1),
+    ):
+        prov.client.touch(store_key, 5)
+        operation()
+        assert 110 <= ttl_of(memcached_server, store_key) <= 120
+    assert prov.session_gc(120) == 0
+
+
+def test_lifetimes_over_thirty_days_become_timestamps(make, memcached_server):
+    """memcached reads an expiry over 30 days as a Unix time: a relative
+    value that large would expire the item at once."""
+    prov = make(**config_for(memcached_server))
+    prov.max_lifetime = 40 * 24 * 3600
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    assert prov.session_read(key, now).data == {"a": 1}
+    assert 40 * 24 * 3600 - 10 <= ttl_of(memcached_server, prov.key_prefix + key) <= 40 * 24 * 3600
+
+
+def test_touch_rewrites_atime_and_never_creates(make, memcached_server):
+    prov = make(**config_for(memcached_server))
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    prov.session_touch(key, now + 30)
+    assert prov.session_read(key, now + 31) == Record({"a": 1}, {"c": now}, now + 30)
+    missing = new_key()
+    prov.session_touch(missing, now)
+    change = Change(set={"a": 1}, meta={FORWARD_FIELD: "x"}, atime=now)
+    assert prov.session_update(missing, change) is Outcome.MISSING
+    assert prov.client.get(prov.key_prefix + missing) is None
+
+
+# -- round trips ----------------------------------------------------------------------------
+
+
+def test_round_trips(make, memcached_server):
+    prov = make(**config_for(memcached_server))
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+
+    def commands(operation: t.Callable[[], t.Any]) -> dict[str, int]:
+        before = counters(memcached_server)
+        operation()
+        after = counters(memcached_server)
+        return {name: after[name] - before[name] for name in after if after[name] != before[name]}
+
+    assert commands(lambda: prov.session_read(key, now)) == {"cmd_get": 1, "get_hits": 1}
+    assert commands(lambda: prov.session_read(new_key(), now)) == {"cmd_get": 1, "get_misses": 1}
+    assert commands(lambda: prov.session_init(key, rec(now, b=2))) == {"cmd_set": 1}
+    # An uncontended update is one gets and one cas.
+    assert commands(lambda: prov.session_update(key, Change(set={"c": 3}, atime=now))) == {
+        "cmd_get": 1, "get_hits": 1, "cmd_set": 1, "cas_hits": 1,
+    }
+    assert commands(lambda: prov.session_update(new_key(), Change(atime=now))) == {
+        "cmd_get": 1, "get_misses": 1,
+    }
+    assert commands(lambda: prov.session_destroy(key)) == {"delete_hits": 1}
+
+
+# -- the CAS loop under real races -----------------------------------------------------------
+
+
+class Interfering:
+    """Wraps a real client; before some ``cas`` calls, lets a rival write.
+
+    :param rival: called with the store key just before the wrapped ``cas``
+        for the first ``times`` calls, so that the ``cas`` loses its race.
+    """
+
+    def __init__(self, inner: t.Any, rival: t.Callable[[str], None], times: int) -> None:
+        self.inner = inner
+        self.rival = rival
+        self.times = times
+        self.cas_calls = 0
+
+    def cas(self, key: str, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        self.cas_calls += 1
+        if self.cas_calls <= self.times:
+            self.rival(key)
+        return self.inner.cas(key, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> t.Any:
+        return getattr(self.inner, name)
+
+
+def test_lost_cas_race_is_retried_and_both_changes_survive(make, memcached_server):
+    config = config_for(memcached_server)
+    prov, rival = make(**config), make(**config)
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    rivals = iter(range(100))
+    wrapped = Interfering(
+        prov.client,
+        lambda _: rival.session_update(key, Change(set={f"r{next(rivals)}": True}, atime=now)),
+        times=3,
+    )
+    prov._client = wrapped
+    change = Change(set={"mine": 1}, deleted={"a"}, atime=now)
+    assert prov.session_update(key, change) is Outcome.APPLIED
+    assert wrapped.cas_calls == 4  # three lost races, then success
+    assert prov.session_read(key, now).data == {"mine": 1, "r0": True, "r1": True, "r2": True}
+
+
+def test_cas_gives_up_with_provider_error(make, memcached_server):
+    config = config_for(memcached_server)
+    prov, rival = make(**config), make(**config)
+    prov.cas_attempts = 5
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now))
+    wrapped = Interfering(
+        prov.client, lambda _: rival.session_touch(key, now), times=1000
+    )
+    prov._client = wrapped
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match="compare-and-swap"):
+        prov.session_update(key, Change(set={"x": 1}, atime=now))
+    assert wrapped.cas_calls == 5
+    assert time.monotonic() - started < 2
+    # A touch that keeps losing is dropped quietly.
+    prov.session_touch(key, now + 5)
+
+
+def test_record_deleted_during_update_is_not_resurrected(make, memcached_server):
+    config = config_for(memcached_server)
+    prov, rival = make(**config), make(**config)
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    prov._client = Interfering(prov.client, lambda _: rival.session_destroy(key), times=1)
+    assert prov.session_update(key, Change(set={"a": 2}, atime=now)) is Outcome.MISSING
+    assert rival.session_read(key, now) is None
+
+
+@pytest.mark.parametrize("pair", [False, True], ids=["one-server", "two-servers"])
+def test_concurrent_updates_from_two_clients_all_survive(make, request, pair):
+    config = request.getfixturevalue("backend_memcached_pair" if pair else "backend_memcached")
+    providers = [make(**config), make(**config)]
+    key, now = new_key(), providers[0].clock()
+    providers[0].session_init(key, rec(now, **{f"gone{n}": 0 for n in range(8)}))
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        prov = providers[n % 2]
+        try:
+            for i in range(20):
+                change = Change(set={f"k{n}": i}, deleted={f"gone{n}"}, atime=now + i)
+                assert prov.session_update(key, change) is Outcome.APPLIED
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not any(th.is_alive() for th in threads)
+    assert not errors
+    assert providers[1].session_read(key, now).data == {f"k{n}": 19 for n in range(8)}
+
+
+# -- corrupt records ----------------------------------------------------------------------
+
+
+def test_corrupt_blob(make, memcached_server):
+    prov = make(**config_for(memcached_server))
+    key, now = new_key(), prov.clock()
+    prov.client.set(prov.key_prefix + key, b'{"d": []}', expire=60)
+    with pytest.raises(CorruptRecordError):
+        prov.session_read(key, now)
+    with pytest.raises(CorruptRecordError):
+        prov.session_update(key, Change(set={"a": 1}, atime=now))
+    prov.session_touch(key, now)  # left alone for session_read to report
+    assert prov.client.get(prov.key_prefix + key) == b'{"d": []}'
+
+
+# -- servers failing and coming back ---------------------------------------------------------
+
+
+def test_dead_server_raises_fast_and_restart_recovers(make, memcached_server):
+    prov = make(**config_for(memcached_server, GOSESSION_MEMCACHED_TIMEOUT=1.0))
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    memcached_server.kill()
+    for operation in (
+        lambda: prov.session_read(key, now),
+        lambda: prov.session_update(key, Change(set={"a": 2}, atime=now)),
+        lambda: prov.session_init(key, rec(now)),
+        lambda: prov.session_touch(key, now),
+        lambda: prov.session_destroy(key),
+    ):
+        started = time.monotonic()
+        with pytest.raises(ProviderError) as info:
+            operation()
+        assert time.monotonic() - started < 1.0
+        assert isinstance(info.value.__cause__, OSError)
+    memcached_server.start()  # same port, empty
+    assert prov.session_read(key, now) is None
+    prov.session_init(key, rec(now, a=3))
+    assert prov.session_read(key, now).data == {"a": 3}
+
+
+def test_restart_between_calls_is_invisible(make, memcached_server):
+    """Pooled connections the old server closed are replaced on first use."""
+    prov = make(**config_for(memcached_server))
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    memcached_server.restart()
+    assert prov.session_read(key, now) is None  # no error: a fresh connection
+    prov.session_init(key, rec(now, a=2))
+    assert prov.session_read(key, now).data == {"a": 2}
+
+
+def test_hung_server_times_out_within_the_timeout(make, memcached_server):
+    prov = make(**config_for(memcached_server, GOSESSION_MEMCACHED_TIMEOUT=0.5))
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    memcached_server.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ProviderError):
+            prov.session_read(key, now)
+        elapsed = time.monotonic() - started
+    finally:
+        memcached_server.resume()
+    assert 0.4 <= elapsed < 1.5
+    assert prov.session_read(key, now).data == {"a": 1}
+
+
+def test_pair_spreads_keys_over_both_servers(make, memcached_pair):
+    prov = make(**config_for(*memcached_pair))
+    assert type(prov.client).__name__ == "HashClient"
+    now = prov.clock()
+    keys = [new_key() for _ in range(40)]
+    for key in keys:
+        prov.session_init(key, rec(now, k=key))
+    per_server = [counters(server)["cmd_set"] for server in memcached_pair]
+    assert sum(per_server) == 40
+    assert all(count >= 5 for count in per_server), per_server
+    assert all(prov.session_read(key, now).data == {"k": key} for key in keys)
+
+
+def test_pair_dead_server_raises_and_is_used_again(make, memcached_pair):
+    """A dead server's sessions fail loudly instead of moving to the other
+    server (where they would read as missing) and come back with it."""
+    prov = make(**config_for(*memcached_pair, GOSESSION_MEMCACHED_TIMEOUT=1.0))
+    now = prov.clock()
+    keys = [new_key() for _ in range(40)]
+    for key in keys:
+        prov.session_init(key, rec(now, a=1))
+    victim = memcached_pair[0]
+    victim.kill()
+    started = time.monotonic()
+    for _ in range(3):  # failing repeatedly never takes it out of the ring
+        outcomes = []
+        for key in keys:
+            try:
+                outcomes.append(prov.session_read(key, now) is not None)
+            except ProviderError:
+                outcomes.append(None)
+        assert None in outcomes and True in outcomes
+        assert False not in outcomes
+    assert time.monotonic() - started < 5
+    failed = [key for key, ok in zip(keys, outcomes) if ok is None]
+    with pytest.raises(ProviderError):
+        prov.session_init(failed[0], rec(now, moved=True))
+    assert counters(memcached_pair[1])["cmd_set"] == 40 - len(failed)
+    victim.start()
+    prov.session_init(failed[0], rec(now, back=True))
+    assert prov.session_read(failed[0], now).data == {"back": True}
+    assert counters(victim)["cmd_set"] == 1
+
+
+# -- administration ---------------------------------------------------------------------------
+
+
+def test_count_is_unknown_and_clear_needs_permission(make, memcached_server):
+    prov = make(**config_for(memcached_server))
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now))
+    assert prov.session_count() is None
+    with pytest.raises(NotImplementedError, match="GOSESSION_MEMCACHED_ALLOW_FLUSH"):
+        prov.session_clear()
+    assert prov.session_read(key, now) is not None
+
+
+@pytest.mark.parametrize("pair", [False, True], ids=["one-server", "two-servers"])
+def test_clear_flushes_when_allowed(make, memcached_pair, pair):
+    running = memcached_pair if pair else memcached_pair[:1]
+    prov = make(**config_for(*running, GOSESSION_MEMCACHED_ALLOW_FLUSH=True))
+    now = prov.clock()
+    keys = [new_key() for _ in range(20)]
+    for key in keys:
+        prov.session_init(key, rec(now))
+    assert prov.session_clear() == -1
+    assert all(prov.session_read(key, now) is None for key in keys)
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("GOSESSION_MEMCACHED_SERVERS", "127.0.0.1:11211"),
+        ("GOSESSION_MEMCACHED_SERVERS", []),
+        ("GOSESSION_MEMCACHED_SERVERS", ["127.0.0.1"]),
+        ("GOSESSION_MEMCACHED_SERVERS", [("127.0.0.1", "11211")]),
+        ("GOSESSION_MEMCACHED_SERVERS", ["127.0.0.1:0"]),
+        ("GOSESSION_MEMCACHED_SERVERS", [None]),
+        ("GOSESSION_MEMCACHED_TIMEOUT", 0),
+        ("GOSESSION_MEMCACHED_TIMEOUT", "1"),
+        ("GOSESSION_MEMCACHED_ALLOW_FLUSH", "yes"),
+        ("GOSESSION_KEY_PREFIX", ""),
+        ("GOSESSION_KEY_PREFIX", "has space:"),
+        ("GOSESSION_KEY_PREFIX", "naïve:"),
+        ("GOSESSION_KEY_PREFIX", "x" * 187),
+    ],
+)
+def test_bad_settings_name_the_key_and_value(make, setting, value):
+    with pytest.raises(ConfigError) as info:
+        make(**{setting: value})
+    assert setting in str(info.value)
+    assert repr(value) in str(info.value)
+
+
+def test_server_forms(make):
+    one = make(GOSESSION_MEMCACHED_SERVERS=[("127.0.0.1", 11211)])
+    assert type(one.client).__name__ == "PooledClient"
+    two = make(GOSESSION_MEMCACHED_SERVERS=["127.0.0.1:11211", "[::1]:11212"])
+    assert type(two.client).__name__ == "HashClient"
+    assert sorted(two.client.clients) == ["127.0.0.1:11211", "::1:11212"]

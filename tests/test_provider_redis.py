@@ -1,0 +1,479 @@
+"""The Redis provider beyond the shared contract: layout, round trips, TTLs,
+failures and recovery, Redis Cluster and Sentinel.
+
+Everything runs against real throwaway servers (see ``servers.py``); round
+trips are counted by a real connection class that counts what it sends.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+import typing as t
+
+import pytest
+import redis
+from flask import Flask
+
+import servers
+from backends.redis import unique_prefix
+from clock import FakeClock
+from flask_gosession.errors import ConfigError, CorruptRecordError, ProviderError
+from flask_gosession.providers.base import FORWARD_FIELD, Change, Outcome, Record
+from flask_gosession.providers.redis import RedisProvider
+
+
+def new_key() -> str:
+    return hashlib.sha256(secrets.token_bytes(32)).hexdigest()
+
+
+def rec(now: float, **data: t.Any) -> Record:
+    return Record(data=dict(data), meta={"c": now}, atime=now)
+
+
+@pytest.fixture
+def make() -> t.Iterator[t.Callable[..., RedisProvider]]:
+    """Build providers from config, as init_app would; close them afterwards."""
+    built: list[RedisProvider] = []
+
+    def build(**config: t.Any) -> RedisProvider:
+        app = Flask(__name__)
+        app.config.update(config)
+        for key, value in RedisProvider.config_defaults(app).items():
+            app.config.setdefault(key, value)
+        prov = RedisProvider.from_config(app)
+        prov.clock = FakeClock()
+        prov.max_lifetime = 3600
+        built.append(prov)
+        return prov
+
+    yield build
+    for prov in built:
+        prov.close()
+
+
+@pytest.fixture
+def counted(redis_shared_server: servers.RedisServer) -> t.Iterator[tuple[redis.Redis, list[int]]]:
+    """A client whose connections count what they send: one send, one round trip."""
+    sent = [0]
+
+    class CountingConnection(redis.Connection):
+        def send_packed_command(self, command: t.Any, check_health: bool = True) -> None:
+            sent[0] += 1
+            super().send_packed_command(command, check_health)
+
+    client = redis.Redis.from_url(redis_shared_server.url, connection_class=CountingConnection)
+    yield client, sent
+    client.close()
+
+
+# -- layout and TTL ---------------------------------------------------------------
+
+
+def test_layout_is_one_hash_per_session(make, backend_redis):
+    prov = make(**backend_redis)
+    key, now = new_key(), 1000.5
+    prov.session_init(key, Record({"user": "ann", "n": [1, 2]}, {"c": now}, now))
+    stored = prov.client.hgetall(prov.key_prefix + key)
+    assert stored == {b"d:user": b'"ann"', b"d:n": b"[1,2]", b"m:c": b"1000.5", b"a": b"1000.5"}
+    assert prov.client.type(prov.key_prefix + key) == b"hash"
+
+
+def test_ttl_is_native_and_renewed_by_every_operation(make, backend_redis):
+    prov = make(**backend_redis)
+    prov.max_lifetime = 120
+    key, now = new_key(), prov.clock()
+    store_key = prov.key_prefix + key
+    prov.session_init(key, rec(now, a=1))
+    assert 110 <= prov.client.ttl(store_key) <= 120
+    for operation in (
+        lambda: prov.session_read(key, now),
+        lambda: prov.session_update(key, Change(set={"b": 2}, atime=now)),
+        lambda: prov.session_touch(key, now),
+    ):
+        prov.client.expire(store_key, 5)
+        operation()
+        assert 110 <= prov.client.ttl(store_key) <= 120
+    assert prov.session_gc(120) == 0
+
+
+def test_read_refreshes_stored_atime_and_returns_previous(make, backend_redis):
+    prov = make(**backend_redis)
+    key = new_key()
+    prov.session_init(key, rec(100.0, a=1))
+    assert prov.session_read(key, 150.25).atime == 100.0
+    assert prov.client.hget(prov.key_prefix + key, "a") == b"150.25"
+
+
+def test_touch_and_update_never_create(make, backend_redis):
+    prov = make(**backend_redis)
+    key, now = new_key(), prov.clock()
+    prov.session_touch(key, now)
+    change = Change(set={"a": 1}, meta={FORWARD_FIELD: "x"}, atime=now)
+    assert prov.session_update(key, change) is Outcome.MISSING
+    assert prov.client.exists(prov.key_prefix + key) == 0
+
+
+def test_forwarded_record_is_frozen(make, backend_redis):
+    prov = make(**backend_redis)
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    assert prov.session_update(key, Change(meta={FORWARD_FIELD: "t"}, atime=now)) is Outcome.APPLIED
+    for change in (
+        Change(set={"a": 2}, atime=now + 1),
+        Change(meta={FORWARD_FIELD: "other"}, atime=now + 1),
+        Change(set={"a": 3}, meta={FORWARD_FIELD: None}, atime=now + 1),
+    ):
+        assert prov.session_update(key, change) is Outcome.FORWARDED
+    got = prov.session_read(key, now)
+    assert got.data == {"a": 1} and got.meta[FORWARD_FIELD] == "t" and got.atime == now
+
+
+def test_large_records_pass_lua_argument_limits(make, backend_redis):
+    """More arguments than Lua's unpack() takes at once: the scripts chunk them."""
+    prov = make(**backend_redis)
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, **{f"k{i}": i for i in range(6000)}))
+    change = Change(
+        set={f"n{i}": i for i in range(5000)},
+        deleted={f"k{i}" for i in range(0, 6000, 2)},
+        atime=now,
+    )
+    assert prov.session_update(key, change) is Outcome.APPLIED
+    data = prov.session_read(key, now).data
+    assert len(data) == 3000 + 5000
+    assert data["k1"] == 1 and "k0" not in data and data["n4999"] == 4999
+
+
+# -- round trips --------------------------------------------------------------------
+
+
+def test_each_operation_is_one_round_trip(make, counted):
+    client, sent = counted
+    prov = make(GOSESSION_REDIS=client, GOSESSION_KEY_PREFIX=unique_prefix())
+    key, now = new_key(), prov.clock()
+    # Warm up: the connection handshake and loading the scripts.
+    prov.session_init(key, rec(now, a=1))
+    prov.session_read(key, now)
+    prov.session_update(key, Change(set={"a": 1}, atime=now))
+    prov.session_touch(key, now)
+
+    def trips(operation: t.Callable[[], t.Any]) -> int:
+        sent[0] = 0
+        operation()
+        return sent[0]
+
+    assert trips(lambda: prov.session_init(key, rec(now, a=1, b=2))) == 1
+    assert trips(lambda: prov.session_read(key, now + 1)) == 1
+    assert trips(lambda: prov.session_read(new_key(), now)) == 1
+    change = Change(set={"c": 3}, deleted={"a"}, atime=now)
+    assert trips(lambda: prov.session_update(key, change)) == 1
+    assert trips(lambda: prov.session_touch(key, now + 2)) == 1
+    assert trips(lambda: prov.session_destroy(key)) == 1
+
+
+def test_scripts_reload_after_script_flush(make, counted):
+    client, _ = counted
+    prov = make(GOSESSION_REDIS=client, GOSESSION_KEY_PREFIX=unique_prefix())
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    client.script_flush()
+    assert prov.session_read(key, now).data == {"a": 1}
+
+
+# -- corrupt records -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(lambda c, k: c.set(k, b"a string"), id="wrong-type"),
+        pytest.param(lambda c, k: c.hset(k, mapping={"d:x": b"1"}), id="no-atime"),
+        pytest.param(lambda c, k: c.hset(k, mapping={"a": b"soon"}), id="bad-atime"),
+        pytest.param(lambda c, k: c.hset(k, mapping={"a": b"nan"}), id="nan-atime"),
+        pytest.param(lambda c, k: c.hset(k, mapping={"a": b"1", "m:c": b"{"}), id="bad-meta"),
+        pytest.param(lambda c, k: c.hset(k, mapping={"a": b"1", b"d:\xff": b"1"}), id="bad-name"),
+    ],
+)
+def test_corrupt_records_raise_corrupt_error(make, backend_redis, write):
+    prov = make(**backend_redis)
+    key = new_key()
+    write(prov.client, prov.key_prefix + key)
+    with pytest.raises(CorruptRecordError):
+        prov.session_read(key, prov.clock())
+
+
+def test_update_and_touch_leave_a_wrong_type_alone(make, backend_redis):
+    prov = make(**backend_redis)
+    key = new_key()
+    prov.client.set(prov.key_prefix + key, b"not a hash")
+    with pytest.raises(CorruptRecordError):
+        prov.session_update(key, Change(set={"a": 1}, atime=1.0))
+    prov.session_touch(key, 1.0)
+    assert prov.client.get(prov.key_prefix + key) == b"not a hash"
+
+
+def test_unknown_fields_are_ignored(make, backend_redis):
+    prov = make(**backend_redis)
+    key = new_key()
+    prov.client.hset(prov.key_prefix + key, mapping={"a": b"5", "x:future": b"?", "d:k": b"1"})
+    assert prov.session_read(key, 6.0) == Record({"k": 1}, {}, 5.0)
+
+
+# -- count and clear ------------------------------------------------------------------
+
+
+def test_count_and_clear_only_touch_the_prefix(make, redis_shared_server):
+    # Glob characters in the prefix must be matched literally by SCAN.
+    prefix = unique_prefix() + "[*?]\\:"
+    prov = make(GOSESSION_REDIS_URL=redis_shared_server.url, GOSESSION_KEY_PREFIX=prefix)
+    neighbour = make(
+        GOSESSION_REDIS_URL=redis_shared_server.url, GOSESSION_KEY_PREFIX=prefix[:-6] + "x:"
+    )
+    now = prov.clock()
+    for _ in range(1203):
+        prov.session_init(new_key(), rec(now))
+    neighbour.session_init(new_key(), rec(now))
+    assert prov.session_count() == 1203
+    assert prov.session_clear() == 1203
+    assert prov.session_count() == 0
+    assert neighbour.session_count() == 1
+
+
+def test_cluster_spreads_counts_and_clears_over_every_node(
+    make, backend_redis_cluster, redis_cluster
+):
+    prov = make(**backend_redis_cluster)
+    now = prov.clock()
+    keys = [new_key() for _ in range(60)]
+    for key in keys:
+        prov.session_init(key, rec(now, k=key))
+    for node in redis_cluster.nodes:
+        with redis.Redis.from_url(node.url) as direct:
+            assert any(True for _ in direct.scan_iter(match=prov.key_prefix + "*"))
+    assert all(prov.session_read(key, now).data == {"k": key} for key in keys)
+    assert prov.session_count() == 60
+    assert prov.session_clear() == 60
+    assert prov.session_count() == 0
+
+
+# -- concurrency --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["backend_redis", "backend_redis_cluster"])
+def test_concurrent_updates_from_several_clients_all_survive(make, request, backend):
+    config = request.getfixturevalue(backend)
+    providers = [make(**config) for _ in range(3)]
+    key, now = new_key(), providers[0].clock()
+    providers[0].session_init(key, rec(now, **{f"gone{n}": 0 for n in range(8)}))
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        prov = providers[n % len(providers)]
+        try:
+            for i in range(25):
+                change = Change(set={f"k{n}": i}, deleted={f"gone{n}"}, atime=now + i)
+                assert prov.session_update(key, change) is Outcome.APPLIED
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert not any(th.is_alive() for th in threads)
+    assert not errors
+    assert providers[1].session_read(key, now).data == {f"k{n}": 24 for n in range(8)}
+
+
+# -- failures and recovery ---------------------------------------------------------------
+
+
+def test_dead_server_raises_fast_and_restart_recovers(make, redis_server):
+    prov = make(GOSESSION_REDIS_URL=redis_server.url, GOSESSION_REDIS_TIMEOUT=1.0)
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    redis_server.kill()
+    for operation in (
+        lambda: prov.session_read(key, now),
+        lambda: prov.session_update(key, Change(set={"a": 2}, atime=now)),
+        lambda: prov.session_init(key, rec(now)),
+        lambda: prov.session_touch(key, now),
+        lambda: prov.session_destroy(key),
+        lambda: prov.session_count(),
+        lambda: prov.session_clear(),
+    ):
+        started = time.monotonic()
+        with pytest.raises(ProviderError) as info:
+            operation()
+        assert time.monotonic() - started < 1.0
+        assert isinstance(info.value.__cause__, redis.RedisError)
+    redis_server.start()  # same port, empty, no scripts loaded
+    assert prov.session_read(key, now) is None
+    prov.session_init(key, rec(now, a=3))
+    assert prov.session_read(key, now).data == {"a": 3}
+
+
+def test_hung_server_times_out_within_the_timeout(make, redis_server):
+    prov = make(GOSESSION_REDIS_URL=redis_server.url, GOSESSION_REDIS_TIMEOUT=0.5)
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ProviderError):
+            prov.session_read(key, now)
+        elapsed = time.monotonic() - started
+    finally:
+        redis_server.resume()
+    assert 0.4 <= elapsed < 1.5  # one timeout: timeouts are not retried
+    assert prov.session_read(key, now).data == {"a": 1}
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["standalone", "cluster"])
+def test_server_down_at_startup_is_not_a_config_error(make, cluster):
+    port = servers.free_port()
+    prov = make(
+        GOSESSION_REDIS_URL=f"redis://127.0.0.1:{port}/0",
+        GOSESSION_REDIS_CLUSTER=cluster,
+        GOSESSION_REDIS_TIMEOUT=0.5,
+    )
+    started = time.monotonic()
+    with pytest.raises(ProviderError):
+        prov.session_read(new_key(), 0.0)
+    with pytest.raises(ProviderError):
+        prov.session_count()
+    assert time.monotonic() - started < 1.0
+
+
+def test_cluster_node_failure_raises_and_recovers(make, redis_private_cluster):
+    prov = make(
+        GOSESSION_REDIS_CLUSTER=True,
+        GOSESSION_REDIS_URL=redis_private_cluster.url,
+        GOSESSION_REDIS_TIMEOUT=1.0,
+        GOSESSION_KEY_PREFIX=unique_prefix(),
+    )
+    now = prov.clock()
+    keys = [new_key() for _ in range(30)]
+    for key in keys:
+        prov.session_init(key, rec(now, a=1))
+    victim = redis_private_cluster.nodes[1]
+    victim.kill()
+    started = time.monotonic()
+    outcomes = []
+    for key in keys:
+        try:
+            outcomes.append(prov.session_read(key, now) is not None)
+        except ProviderError:
+            outcomes.append(None)
+    assert None in outcomes  # the victim's keys fail loudly ...
+    assert True in outcomes  # ... the others still work
+    assert False not in outcomes  # and nothing reads as missing
+    assert time.monotonic() - started < 20
+    victim.start()
+    deadline = time.monotonic() + 30
+    nodes = redis_private_cluster.nodes
+    while not all(b"cluster_state:ok" in n.command("CLUSTER", "INFO") for n in nodes):
+        assert time.monotonic() < deadline, "the cluster did not recover"
+        time.sleep(0.1)
+    recovered = False
+    for _ in range(50):  # the client refreshes its slot map after a failure
+        try:
+            prov.session_init(keys[0], rec(now, b=2))
+            recovered = prov.session_read(keys[0], now).data == {"b": 2}
+            break
+        except ProviderError:
+            time.sleep(0.1)
+    assert recovered
+
+
+# -- Sentinel ------------------------------------------------------------------------------
+
+
+def test_sentinel_finds_the_master(make, redis_sentinel):
+    prov = make(
+        GOSESSION_REDIS_SENTINELS=[redis_sentinel.address],
+        GOSESSION_REDIS_SENTINEL_MASTER=redis_sentinel.service,
+        GOSESSION_REDIS_URL="redis://ignored.invalid:1/3",
+        GOSESSION_KEY_PREFIX=unique_prefix(),
+    )
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    assert prov.session_update(key, Change(set={"b": 2}, atime=now)) is Outcome.APPLIED
+    assert prov.session_read(key, now).data == {"a": 1, "b": 2}
+    assert prov.session_count() == 1
+    # The master holds it, in the database named by the URL.
+    with redis.Redis(port=redis_sentinel.master.port, db=3) as direct:
+        assert direct.exists(prov.key_prefix + key) == 1
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("GOSESSION_REDIS_TIMEOUT", 0),
+        ("GOSESSION_REDIS_TIMEOUT", -1),
+        ("GOSESSION_REDIS_TIMEOUT", "2"),
+        ("GOSESSION_REDIS_TIMEOUT", True),
+        ("GOSESSION_REDIS_TIMEOUT", float("nan")),
+        ("GOSESSION_REDIS_TIMEOUT", float("inf")),
+        ("GOSESSION_REDIS_URL", "http://127.0.0.1:6379"),
+        ("GOSESSION_REDIS_URL", None),
+        ("GOSESSION_REDIS_CLUSTER", "yes"),
+        ("GOSESSION_REDIS_SENTINELS", "127.0.0.1:26379"),
+        ("GOSESSION_REDIS_SENTINELS", []),
+        ("GOSESSION_REDIS_SENTINELS", ["127.0.0.1"]),
+        ("GOSESSION_REDIS_SENTINELS", [("127.0.0.1", "26379")]),
+        ("GOSESSION_REDIS_SENTINELS", ["127.0.0.1:99999"]),
+        ("GOSESSION_REDIS", "redis://127.0.0.1"),
+        ("GOSESSION_KEY_PREFIX", ""),
+        ("GOSESSION_KEY_PREFIX", b"gosession:"),
+    ],
+)
+def test_bad_settings_name_the_key_and_value(make, setting, value):
+    config = {setting: value}
+    if setting == "GOSESSION_REDIS_SENTINELS":
+        config["GOSESSION_REDIS_SENTINEL_MASTER"] = "mymaster"
+    with pytest.raises(ConfigError) as info:
+        make(**config)
+    assert setting in str(info.value)
+    assert repr(value) in str(info.value) or str(value) in str(info.value)
+
+
+def test_sentinels_need_a_master_name_and_exclude_cluster(make):
+    with pytest.raises(ConfigError, match="GOSESSION_REDIS_SENTINEL_MASTER"):
+        make(GOSESSION_REDIS_SENTINELS=["127.0.0.1:26379"])
+    with pytest.raises(ConfigError, match="cannot both"):
+        make(
+            GOSESSION_REDIS_SENTINELS=[("127.0.0.1", 26379)],
+            GOSESSION_REDIS_SENTINEL_MASTER="m",
+            GOSESSION_REDIS_CLUSTER=True,
+        )
+
+
+def test_decoding_client_is_refused(make, redis_shared_server):
+    with redis.Redis.from_url(redis_shared_server.url, decode_responses=True) as client:
+        with pytest.raises(ConfigError, match="decode_responses"):
+            make(GOSESSION_REDIS=client)
+
+
+def test_supplied_client_is_used_and_left_open(make, redis_shared_server):
+    with redis.Redis.from_url(redis_shared_server.url) as client:
+        prov = make(GOSESSION_REDIS=client, GOSESSION_REDIS_URL="redis://ignored.invalid:1/0")
+        key = new_key()
+        prov.session_init(key, rec(1.0, a=1))
+        assert client.exists(prov.key_prefix + key) == 1
+        prov.close()
+        assert client.ping()
+
+
+def test_built_client_uses_the_timeout_and_a_bounded_retry(make):
+    prov = make(GOSESSION_REDIS_URL="redis://127.0.0.1:1/0", GOSESSION_REDIS_TIMEOUT=0.75)
+    kwargs = prov.client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 0.75
+    assert kwargs["socket_connect_timeout"] == 0.75
+    assert prov.client.get_retry().get_retries() == 1

@@ -1,0 +1,394 @@
+"""The ``file`` provider: one file per session in a local directory.
+
+Storage layout under ``GOSESSION_FILE_DIR`` (default
+``<instance_path>/gosession``)::
+
+    <dir>/                                  mode 0700
+      locks/<k[:2]>.lock                    256 striped lock files, 0600
+      <k[:2]>/<k[2:4]>/<k>                  one record per session, 0600
+      <k[:2]>/<k[2:4]>/.<k>.<random>.tmp    a write in progress
+
+``<k>`` is the key: the 64-character lowercase hex SHA-256 that the manager
+computes from the session id. File names are built from the key *only*, and
+a key that is not exactly 64 lowercase hex digits is refused with
+:class:`ValueError`, so no input can name a file outside the directory. Two
+levels of 256 shard directories keep every directory small (a million
+sessions is about 15 files per leaf). Shard directories are never removed,
+so a writer never races a cleaner for its directory; there are at most
+65,536 of them.
+
+Each file holds the record encoded with :meth:`Provider.pack`. The record's
+``atime`` lives in the file's **modification time**, not in the blob (the
+copy in the blob is ignored on read): touching a session, on every read or
+through :meth:`FileProvider.session_touch`, is one ``utime`` call instead of
+a rewrite, and garbage collection only needs ``stat``.
+
+Writes are atomic: the record is written to a fresh temporary file in the
+same directory (``O_CREAT | O_EXCL``, mode 0600), its mtime set, optionally
+``fsync``-ed (``GOSESSION_FILE_FSYNC``), then moved over the old file with
+:func:`os.replace`. A reader therefore sees the old record or the new one,
+never a mix, and a writer that dies mid-write leaves the old record intact
+plus a temporary file that :meth:`FileProvider.session_gc` removes once it
+has not changed for :data:`STALE_TEMP_AGE` seconds (by its ctime).
+
+Every write (init, update, destroy, and the removals done by GC and clear)
+holds an exclusive :func:`fcntl.flock` on the lock file of the key's stripe
+(``locks/<k[:2]>.lock``, a fixed set of 256 files, so locks never pile up).
+Because :meth:`FileProvider.session_update` checks that the record exists and
+replaces it under that lock, and :meth:`FileProvider.session_destroy` unlinks
+under the same lock, a concurrent update can never bring a destroyed session
+back. Each operation opens the lock file afresh, so the lock excludes
+threads of one process as well as other processes sharing the directory.
+Reads and touches take no lock.
+
+POSIX only (it needs :mod:`fcntl`). Do not put the directory on NFS: there
+``flock`` is emulated with per-process POSIX locks, which do not exclude
+threads of the same process.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import typing as t
+
+from ..errors import ConfigError, ProviderError
+from .base import Change, Outcome, Provider, Record
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+
+#: A key as the manager makes it: a lowercase hex SHA-256 digest.
+_KEY_RE = re.compile(r"[0-9a-f]{64}")
+#: A shard directory name: two lowercase hex digits.
+_SHARD_RE = re.compile(r"[0-9a-f]{2}")
+_TEMP_PREFIX = "."
+_TEMP_SUFFIX = ".tmp"
+_NS = 1_000_000_000
+
+#: Seconds after which :meth:`FileProvider.session_gc` treats a temporary
+#: file as left behind by a crashed writer and removes it.
+STALE_TEMP_AGE = 600
+
+_OPEN_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+_OPEN_TEMP = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+)
+_OPEN_LOCK = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+
+
+def check_key(key: t.Any) -> str:
+    """Return ``key`` if it is a 64-character lowercase hex string.
+
+    :raises ValueError: for anything else, before any file is touched.
+    """
+    if not isinstance(key, str) or _KEY_RE.fullmatch(key) is None:
+        raise ValueError(
+            f"invalid session key {key!r}: expected a lowercase hex SHA-256 digest"
+        )
+    return key
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * _NS)
+
+
+def _read_opener(path: str, flags: int) -> int:
+    return os.open(path, _OPEN_READ)
+
+
+def _scandir(path: str) -> list[os.DirEntry[str]]:
+    """The entries of ``path``, or none if it vanished or never existed."""
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
+
+
+def _mkdir(path: str) -> None:
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+
+
+class FileProvider(Provider):
+    """Sessions as files in one directory, safe for many processes.
+
+    :param directory: where to keep the sessions; created (mode 0700) if
+        missing.
+    :param fsync: ``fsync`` every record and its directory before a write
+        returns. Off by default: sessions are cheap to lose, and without it
+        a power failure can at worst lose recent writes or leave an empty
+        file, which reads as a corrupt record and becomes a fresh session.
+    :raises ConfigError: if the directory cannot be created, or on a
+        platform without :mod:`fcntl`.
+    """
+
+    #: Reads refresh the file's mtime with one ``utime`` call.
+    touches_on_read = True
+
+    def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = False) -> None:
+        if fcntl is None:  # pragma: no cover - Windows
+            raise ConfigError("the 'file' session provider needs a POSIX system (fcntl)")
+        #: Absolute path of the session directory.
+        self.directory = os.path.abspath(os.fspath(directory))
+        #: Whether writes are flushed to disk before they return.
+        self.fsync = fsync
+        self._lock_dir = os.path.join(self.directory, "locks")
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            _mkdir(self._lock_dir)
+        except OSError as err:
+            raise ConfigError(
+                f"GOSESSION_FILE_DIR={self.directory!r} cannot be created: {err}"
+            ) from err
+
+    @classmethod
+    def config_defaults(cls, app: Flask) -> dict[str, t.Any]:
+        return {
+            "GOSESSION_FILE_DIR": os.path.join(app.instance_path, "gosession"),
+            "GOSESSION_FILE_FSYNC": False,
+        }
+
+    @classmethod
+    def from_config(cls, app: Flask) -> FileProvider:
+        """Build from ``GOSESSION_FILE_DIR`` and ``GOSESSION_FILE_FSYNC``.
+
+        :raises ConfigError: for a directory that is not a non-empty path or
+            cannot be created, or a non-boolean ``GOSESSION_FILE_FSYNC``.
+        """
+        directory = app.config["GOSESSION_FILE_DIR"]
+        if not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory):
+            raise ConfigError(f"GOSESSION_FILE_DIR must be a directory path, got {directory!r}")
+        fsync = app.config["GOSESSION_FILE_FSYNC"]
+        if not isinstance(fsync, bool):
+            raise ConfigError(f"GOSESSION_FILE_FSYNC must be True or False, got {fsync!r}")
+        return cls(directory, fsync=fsync)
+
+    # -- paths and locks ----------------------------------------------------
+
+    def path_for(self, key: str) -> str:
+        """The file that holds (or would hold) the record under ``key``.
+
+        :raises ValueError: if ``key`` is not a lowercase hex SHA-256.
+        """
+        check_key(key)
+        return os.path.join(self.directory, key[:2], key[2:4], key)
+
+    @contextlib.contextmanager
+    def _locked(self, stripe: str) -> t.Iterator[None]:
+        """Hold the exclusive lock of one stripe (the key's first two digits)."""
+        path = os.path.join(self._lock_dir, stripe + ".lock")
+        try:
+            fd = os.open(path, _OPEN_LOCK, 0o600)
+        except FileNotFoundError:  # the directory was removed under us
+            os.makedirs(self._lock_dir, mode=0o700, exist_ok=True)
+            fd = os.open(path, _OPEN_LOCK, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> t.Iterator[None]:
+        try:
+            yield
+        except OSError as err:
+            raise ProviderError(f"file session store: cannot {action}: {err}") from err
+
+    # -- reading and writing one file ----------------------------------------
+
+    def _load(self, path: str, touch: float | None = None) -> Record | None:
+        """Read the record at ``path`` (``None`` if absent), atime from mtime.
+
+        With ``touch``, the file's mtime is then set to that time, through
+        the same open file, so the returned atime is the previous one. A
+        record already idle for :attr:`max_lifetime` is not touched: reading
+        an expired session must not make it look fresh to the next read or
+        to :meth:`session_gc`.
+        """
+        try:
+            fh = open(path, "rb", opener=_read_opener)
+        except FileNotFoundError:
+            return None
+        with fh:
+            mtime_ns = os.fstat(fh.fileno()).st_mtime_ns
+            blob = fh.read()
+            if touch is not None and mtime_ns > _ns(touch - self.max_lifetime):
+                os.utime(fh.fileno(), ns=(_ns(touch), _ns(touch)))
+        record = self.unpack(blob)
+        record.atime = mtime_ns / _NS
+        return record
+
+    def _write(self, key: str, blob: bytes, atime: float) -> None:
+        """Atomically replace the record under ``key``. Caller holds the lock."""
+        shard = os.path.join(self.directory, key[:2], key[2:4])
+        temp = os.path.join(shard, f"{_TEMP_PREFIX}{key}.{secrets.token_hex(6)}{_TEMP_SUFFIX}")
+        try:
+            fd = os.open(temp, _OPEN_TEMP, 0o600)
+        except FileNotFoundError:
+            # Created on first use, one level at a time so both get 0700.
+            _mkdir(os.path.dirname(shard))
+            _mkdir(shard)
+            fd = os.open(temp, _OPEN_TEMP, 0o600)
+        try:
+            with open(fd, "wb") as fh:
+                fh.write(blob)
+                fh.flush()
+                if self.fsync:
+                    os.fsync(fd)
+                # After the data, or the write would move the mtime again.
+                os.utime(fd, ns=(_ns(atime), _ns(atime)))
+            os.replace(temp, os.path.join(shard, key))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        if self.fsync:
+            dir_fd = os.open(shard, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    # -- the provider contract -------------------------------------------------
+
+    def session_init(self, key: str, record: Record) -> None:
+        check_key(key)
+        blob = self.pack(record)
+        with self._errors("store the session"), self._locked(key[:2]):
+            self._write(key, blob, record.atime)
+
+    def session_read(self, key: str, now: float) -> Record | None:
+        path = self.path_for(key)
+        with self._errors("read the session"):
+            return self._load(path, touch=now)
+
+    def session_update(self, key: str, change: Change) -> Outcome:
+        path = self.path_for(key)
+        with self._errors("update the session"), self._locked(key[:2]):
+            record = self._load(path)
+            if record is None:
+                return Outcome.MISSING
+            outcome = self.merge(record, change)
+            if outcome is Outcome.APPLIED:
+                self._write(key, self.pack(record), record.atime)
+            return outcome
+
+    def session_touch(self, key: str, atime: float) -> None:
+        path = self.path_for(key)
+        # No lock: utime never creates a file, so a touch racing a destroy
+        # cannot resurrect it, and a touch lost to a concurrent update is
+        # harmless (the update sets a fresh atime itself).
+        with self._errors("touch the session"):
+            try:
+                os.utime(path, ns=(_ns(atime), _ns(atime)), follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+
+    def session_destroy(self, key: str) -> None:
+        path = self.path_for(key)
+        with self._errors("destroy the session"), self._locked(key[:2]):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def session_gc(self, max_lifetime: int) -> int:
+        """Remove records whose mtime is ``max_lifetime`` or more seconds old.
+
+        Also removes temporary files older than :data:`STALE_TEMP_AGE`
+        (not counted). Candidates are found without a lock, then re-checked
+        and removed under their stripe's lock, so a record refreshed by a
+        concurrent update in the meantime survives.
+        """
+        now = self.clock()
+        deadline = _ns(now - max_lifetime)
+        temp_deadline = _ns(now - STALE_TEMP_AGE)
+        removed = 0
+        with self._errors("collect expired sessions"):
+            for stripe, files in self._stripes():
+                expired = []
+                for entry in files:
+                    if _KEY_RE.fullmatch(entry.name):
+                        mtime = self._mtime_ns(entry.path)
+                        if mtime is not None and mtime <= deadline:
+                            expired.append(entry.path)
+                    elif self._is_temp(entry.name):
+                        # ctime, not mtime: a writer sets its temp file's
+                        # mtime to the record's atime, which may be old.
+                        try:
+                            ctime = os.stat(entry.path, follow_symlinks=False).st_ctime_ns
+                        except FileNotFoundError:
+                            continue
+                        if ctime <= temp_deadline:
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(entry.path)
+                if expired:
+                    with self._locked(stripe):
+                        for path in expired:
+                            mtime = self._mtime_ns(path)
+                            if mtime is not None and mtime <= deadline:
+                                os.unlink(path)
+                                removed += 1
+        return removed
+
+    # -- administration ----------------------------------------------------------
+
+    def session_count(self) -> int:
+        with self._errors("count sessions"):
+            return sum(
+                1
+                for _, files in self._stripes()
+                for entry in files
+                if _KEY_RE.fullmatch(entry.name)
+            )
+
+    def session_clear(self) -> int:
+        removed = 0
+        with self._errors("clear sessions"):
+            for stripe, files in self._stripes():
+                records = [entry.path for entry in files if _KEY_RE.fullmatch(entry.name)]
+                if not records:
+                    continue
+                with self._locked(stripe):
+                    for path in records:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(path)
+                            removed += 1
+        return removed
+
+    # -- walking the shards --------------------------------------------------------
+
+    def _stripes(self) -> t.Iterator[tuple[str, list[os.DirEntry[str]]]]:
+        """Yield each first-level shard name with the files below it."""
+        for top in _scandir(self.directory):
+            if not _SHARD_RE.fullmatch(top.name) or not top.is_dir(follow_symlinks=False):
+                continue
+            files: list[os.DirEntry[str]] = []
+            for leaf in _scandir(top.path):
+                if _SHARD_RE.fullmatch(leaf.name) and leaf.is_dir(follow_symlinks=False):
+                    files.extend(
+                        entry for entry in _scandir(leaf.path) if entry.is_file(follow_symlinks=False)
+                    )
+            yield top.name, files
+
+    @staticmethod
+    def _is_temp(name: str) -> bool:
+        return name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX)
+
+    @staticmethod
+    def _mtime_ns(path: str) -> int | None:
+        try:
+            return os.stat(path, follow_symlinks=False).st_mtime_ns
+        except FileNotFoundError:
+            return None

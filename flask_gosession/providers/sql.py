@@ -1,0 +1,521 @@
+"""The ``sql`` provider: one row per session, through SQLAlchemy Core.
+
+Table (name from ``GOSESSION_SQL_TABLE``, default ``gosessions``)::
+
+    id     VARCHAR(64) PRIMARY KEY   the key (SHA-256 hex of the session id)
+    data   BLOB / BYTEA / MEDIUMBLOB the record, encoded with Provider.pack()
+    atime  DOUBLE, indexed           the last access
+
+The ``atime`` column is authoritative: the copy inside ``data`` is ignored on
+read, so a touch is an ``UPDATE`` of one float and garbage collection is one
+indexed ``DELETE ... WHERE atime <= :deadline``. The table (and its index) is
+created on first use unless ``GOSESSION_SQL_CREATE_TABLE`` is false; for
+migrations, :attr:`SQLProvider.table` is the :class:`sqlalchemy.Table`.
+
+Transactions. Engines this provider creates for the dialects it knows
+(SQLite, PostgreSQL, MySQL, MariaDB) run in autocommit mode, so every
+operation except :meth:`SQLProvider.session_update` is one statement and
+one round trip: no ``BEGIN``, no ``COMMIT``, no rollback when the connection
+goes back to the pool (plus the pool's liveness ping, ``pool_pre_ping``).
+:meth:`SQLProvider.session_update` then opens its own transaction on the
+autocommit connection: ``BEGIN`` (``BEGIN IMMEDIATE`` on SQLite, which takes
+the database's write lock up front, so two read-merge-write cycles cannot
+interleave and there is no lock-upgrade deadlock), ``SELECT ... FOR UPDATE``
+(a row lock on PostgreSQL, MySQL and MariaDB), the merge in Python,
+``UPDATE``, ``COMMIT``.
+
+An engine shared through ``GOSESSION_SQL_ENGINE`` is used as configured, so
+the application's own connections are never switched to another isolation
+level: each operation runs in the driver's transaction
+(``engine.begin()``), at the cost of a ``BEGIN``/``COMMIT`` per operation,
+and on SQLite ``session_update`` first writes to the row (``SET atime =
+atime``), which takes the write lock before the read just as ``BEGIN
+IMMEDIATE`` would. A shared engine that is itself in autocommit mode is
+treated like an owned one.
+
+Either way :meth:`SQLProvider.session_init` is a native upsert
+(``INSERT ... ON CONFLICT DO UPDATE`` on PostgreSQL and SQLite,
+``INSERT ... ON DUPLICATE KEY UPDATE`` on MySQL and MariaDB; update-then-
+insert with a retry elsewhere), so concurrent inits of one key never raise
+an integrity error; and an update never inserts, so a missing row gives
+:attr:`~.Outcome.MISSING` and a concurrent destroy (or GC) always wins.
+
+Failures. Every SQLAlchemy error becomes a :class:`ProviderError`. When a
+pooled connection turns out to be dead (the server restarted, or the
+connection was killed), SQLAlchemy invalidates the pool and the operation is
+retried once on a fresh connection; every operation is idempotent, an
+update included (it re-applies the same per-key change), so the retry is
+safe and the caller never sees the dropped connection. Engines this
+provider creates also ping connections on checkout (``pool_pre_ping``), and
+hide statement parameters (the session data) from error messages.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import math
+import os
+import threading
+import typing as t
+
+from ..errors import ConfigError, ProviderError
+from .base import Change, Outcome, Provider, Record
+
+if t.TYPE_CHECKING:
+    import sqlalchemy as sa
+    from flask import Flask
+    from sqlalchemy.engine import URL, Connection, Engine
+
+_T = t.TypeVar("_T")
+
+#: How ``session_update`` opens its transaction on an autocommit connection,
+#: per dialect name. Owned engines of other dialects are not autocommit.
+_BEGIN = {
+    "sqlite": "BEGIN IMMEDIATE",
+    "postgresql": "BEGIN",
+    "mysql": "START TRANSACTION",
+    "mariadb": "START TRANSACTION",
+}
+
+
+def _import_sqlalchemy() -> t.Any:
+    try:
+        import sqlalchemy
+    except ImportError as err:
+        raise ConfigError(
+            "GOSESSION_PROVIDER='sql' needs SQLAlchemy: pip install flask-gosession[sql]"
+        ) from err
+    return sqlalchemy
+
+
+class SQLProvider(Provider):
+    """Sessions in a relational database table, through SQLAlchemy Core 2.x.
+
+    Give exactly one of ``url`` and ``engine``.
+
+    :param url: a database URL; this provider then creates, owns and
+        disposes of its engine.
+    :param engine: an existing :class:`~sqlalchemy.engine.Engine` to share
+        (for example Flask-SQLAlchemy's ``db.engine``). It is never disposed
+        of here, and ``timeout`` and ``engine_options`` do not apply to it.
+    :param table: the table name.
+    :param create_table: create the table (and its index) on first use if
+        it is missing. When false, first use checks that the table exists
+        and raises :class:`ProviderError` if it does not.
+    :param timeout: seconds, for engines created here: the connect timeout
+        (``connect_timeout`` on PostgreSQL and MySQL, rounded up to whole
+        seconds; libpq makes anything below 2 seconds 2), the read and write
+        timeout on MySQL and MariaDB (so it also bounds a wait for a row
+        lock), and the busy timeout on SQLite (how long to wait for the
+        database's write lock). Other drivers get no timeout from it.
+    :param engine_options: extra keyword arguments for
+        :func:`sqlalchemy.create_engine`; its ``connect_args`` are merged
+        over the ones derived from ``timeout``.
+    :raises ConfigError: if SQLAlchemy is missing or an argument is invalid.
+    """
+
+    #: Reads are one ``SELECT``; the manager refreshes ``atime`` through
+    #: :meth:`session_touch` at most once per refresh interval.
+    touches_on_read = False
+
+    def __init__(
+        self,
+        url: str | URL | None = None,
+        *,
+        engine: Engine | None = None,
+        table: str = "gosessions",
+        create_table: bool = True,
+        timeout: float = 5.0,
+        engine_options: t.Mapping[str, t.Any] | None = None,
+    ) -> None:
+        sa = _import_sqlalchemy()
+        self._sa = sa
+        if (url is None) == (engine is None):
+            raise ConfigError("SQLProvider needs exactly one of a URL or an engine")
+        if not isinstance(table, str) or not table or len(table) > 63:
+            raise ConfigError(f"GOSESSION_SQL_TABLE must be a name of 1 to 63 characters, got {table!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ConfigError(f"GOSESSION_SQL_TIMEOUT must be a positive number of seconds, got {timeout!r}")
+        if engine is not None:
+            if not isinstance(engine, sa.engine.Engine):
+                raise ConfigError(f"GOSESSION_SQL_ENGINE must be a sqlalchemy Engine, got {engine!r}")
+            self._owns_engine = False
+            #: The engine sessions are stored through.
+            self.engine: Engine = engine
+        else:
+            self.engine = _create_engine(sa, url, timeout, engine_options or {})
+            self._owns_engine = True
+        self._create = bool(create_table)
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._dialect = dialect = self.engine.dialect.name
+        #: True when connections autocommit and session_update issues its own
+        #: BEGIN/COMMIT; false when every operation runs in engine.begin().
+        self._explicit = _is_autocommit(self.engine)
+        self._begin = _BEGIN.get(dialect, "BEGIN")
+        #: The session table, for migrations (Alembic) and administration.
+        self.table: sa.Table = _make_table(sa, table)
+        self._build_statements(dialect)
+
+    @classmethod
+    def config_defaults(cls, app: Flask) -> dict[str, t.Any]:
+        return {
+            "GOSESSION_SQL_URL": "sqlite:///" + os.path.join(app.instance_path, "gosession.sqlite3"),
+            "GOSESSION_SQL_ENGINE": None,
+            "GOSESSION_SQL_TABLE": "gosessions",
+            "GOSESSION_SQL_CREATE_TABLE": True,
+            "GOSESSION_SQL_TIMEOUT": 5,
+            "GOSESSION_SQL_ENGINE_OPTIONS": {},
+        }
+
+    @classmethod
+    def from_config(cls, app: Flask) -> SQLProvider:
+        """Build from the ``GOSESSION_SQL_*`` settings.
+
+        ``GOSESSION_SQL_ENGINE``, when set, wins over ``GOSESSION_SQL_URL``.
+        The directory of a SQLite database file is created if missing.
+
+        :raises ConfigError: for a bad value, an in-memory SQLite database
+            (each pooled connection would see a different one), or a missing
+            SQLAlchemy.
+        """
+        config = app.config
+        create = config["GOSESSION_SQL_CREATE_TABLE"]
+        if not isinstance(create, bool):
+            raise ConfigError(f"GOSESSION_SQL_CREATE_TABLE must be True or False, got {create!r}")
+        options = config["GOSESSION_SQL_ENGINE_OPTIONS"]
+        if not isinstance(options, t.Mapping):
+            raise ConfigError(f"GOSESSION_SQL_ENGINE_OPTIONS must be a dict, got {options!r}")
+        common: dict[str, t.Any] = {
+            "table": config["GOSESSION_SQL_TABLE"],
+            "create_table": create,
+            "timeout": config["GOSESSION_SQL_TIMEOUT"],
+        }
+        engine = config["GOSESSION_SQL_ENGINE"]
+        if engine is not None:
+            return cls(engine=engine, **common)
+        return cls(config["GOSESSION_SQL_URL"], engine_options=options, **common)
+
+    # -- statements ------------------------------------------------------------
+
+    def _build_statements(self, dialect: str) -> None:
+        sa, table = self._sa, self.table
+        c = table.c
+        key = sa.bindparam("k")
+        self._select = sa.select(c.data, c.atime).where(c.id == key)
+        self._select_locked = self._select.with_for_update()
+        self._update = (
+            sa.update(table).where(c.id == key).values(data=sa.bindparam("d"), atime=sa.bindparam("a"))
+        )
+        self._touch = sa.update(table).where(c.id == key).values(atime=sa.bindparam("a"))
+        self._write_lock = sa.update(table).where(c.id == key).values(atime=c.atime)
+        self._insert = sa.insert(table).values(id=key, data=sa.bindparam("d"), atime=sa.bindparam("a"))
+        self._delete = sa.delete(table).where(c.id == key)
+        self._gc = sa.delete(table).where(c.atime <= sa.bindparam("deadline"))
+        self._clear = sa.delete(table)
+        self._count = sa.select(sa.func.count()).select_from(table)
+        self._upsert: t.Any = None
+        if dialect in ("postgresql", "sqlite"):
+            if dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            stmt = insert(table).values(id=key, data=sa.bindparam("d"), atime=sa.bindparam("a"))
+            self._upsert = stmt.on_conflict_do_update(
+                index_elements=[c.id],
+                set_={"data": stmt.excluded.data, "atime": stmt.excluded.atime},
+            )
+        elif dialect in ("mysql", "mariadb"):
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            stmt = mysql_insert(table).values(id=key, data=sa.bindparam("d"), atime=sa.bindparam("a"))
+            self._upsert = stmt.on_duplicate_key_update(
+                data=stmt.inserted.data, atime=stmt.inserted.atime
+            )
+
+    # -- running -----------------------------------------------------------------
+
+    def _run(self, action: str, fn: t.Callable[[Connection], _T]) -> _T:
+        """Run ``fn`` on a pooled connection, mapping errors to ProviderError.
+
+        Retried once when the connection proved dead (SQLAlchemy then
+        invalidates the pool), so a server restart costs no failed request.
+        """
+        exc = self._sa.exc
+        for attempt in (1, 2):
+            connected = False
+            try:
+                if not self._ready:
+                    self._prepare()
+                with self._connection() as conn:
+                    connected = True
+                    return fn(conn)
+            except exc.DBAPIError as err:
+                # Only a connection that died in use is retried: a server
+                # that cannot be reached at all is reported at once.
+                if attempt == 1 and connected and err.connection_invalidated:
+                    continue
+                raise ProviderError(f"SQL session store: cannot {action}: {err.orig}") from err
+            except exc.SQLAlchemyError as err:
+                raise ProviderError(f"SQL session store: cannot {action}: {err}") from err
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def _connection(self) -> t.Iterator[Connection]:
+        """A connection: autocommit, or inside the driver's transaction."""
+        if self._explicit:
+            with self.engine.connect() as conn:
+                yield conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
+    @contextlib.contextmanager
+    def _write_transaction(self, conn: Connection, key: str) -> t.Iterator[None]:
+        """Make the read-merge-write of ``key`` atomic.
+
+        On an autocommit connection, an explicit transaction that is rolled
+        back on any failure; if even the rollback fails, the connection is
+        invalidated, so it never goes back to the pool holding a lock.
+        Inside ``engine.begin()`` the driver's transaction already holds;
+        SQLite only needs its write lock taken before the read.
+        """
+        if not self._explicit:
+            if self._dialect == "sqlite":
+                conn.execute(self._write_lock, {"k": key})
+            yield
+            return
+        conn.exec_driver_sql(self._begin)
+        try:
+            yield
+            conn.exec_driver_sql("COMMIT")
+        except BaseException:
+            try:
+                conn.exec_driver_sql("ROLLBACK")
+            except BaseException:
+                conn.invalidate()
+            raise
+
+    def _prepare(self) -> None:
+        """Create the table or check that it exists, once per provider."""
+        with self._ready_lock:
+            if self._ready:
+                return
+            if self._create:
+                self.create_table()
+            else:
+                with self.engine.connect() as conn:
+                    exists = self._sa.inspect(conn).has_table(self.table.name)
+                if not exists:
+                    raise ProviderError(
+                        f"SQL session store: table {self.table.name!r} does not exist and "
+                        "GOSESSION_SQL_CREATE_TABLE is False; create it with your migrations "
+                        "(SQLProvider.table) or SQLProvider.create_table()"
+                    )
+            self._ready = True
+
+    def create_table(self) -> None:
+        """Create the session table and its ``atime`` index if missing.
+
+        Safe to call from several processes at once: losing the race to
+        create the table is not an error.
+        :raises sqlalchemy.exc.SQLAlchemyError: if the table cannot be created.
+        """
+        sa = self._sa
+        with self.engine.connect() as conn:
+            try:
+                self.table.metadata.create_all(conn, checkfirst=True)
+                conn.commit()
+            except sa.exc.DBAPIError as err:
+                if err.connection_invalidated:
+                    raise
+                conn.rollback()
+                # Another process created it between our check and our CREATE.
+                if not sa.inspect(conn).has_table(self.table.name):
+                    raise
+
+    # -- the provider contract -----------------------------------------------------
+
+    def session_init(self, key: str, record: Record) -> None:
+        params = {"k": key, "d": self.pack(record), "a": record.atime}
+        if self._upsert is not None:
+            self._run("store the session", lambda conn: conn.execute(self._upsert, params))
+            return
+        for attempt in (1, 2, 3):
+            try:
+                self._run("store the session", lambda conn: self._update_or_insert(conn, params))
+                return
+            except ProviderError as err:
+                # A concurrent insert of the same key won: the update now finds it.
+                if attempt == 3 or not isinstance(err.__cause__, self._sa.exc.IntegrityError):
+                    raise
+
+    def _update_or_insert(self, conn: Connection, params: dict[str, t.Any]) -> None:
+        """The portable upsert, for dialects without a native one."""
+        with self._write_transaction(conn, params["k"]):
+            if conn.execute(self._update, params).rowcount == 0:
+                conn.execute(self._insert, params)
+
+    def session_read(self, key: str, now: float) -> Record | None:
+        row = self._run(
+            "read the session", lambda conn: conn.execute(self._select, {"k": key}).first()
+        )
+        if row is None:
+            return None
+        record = self.unpack(row[0])
+        record.atime = float(row[1])
+        return record
+
+    def session_update(self, key: str, change: Change) -> Outcome:
+        def merge(conn: Connection) -> Outcome:
+            with self._write_transaction(conn, key):
+                row = conn.execute(self._select_locked, {"k": key}).first()
+                if row is None:
+                    return Outcome.MISSING
+                record = self.unpack(row[0])
+                record.atime = float(row[1])
+                outcome = self.merge(record, change)
+                if outcome is Outcome.APPLIED:
+                    conn.execute(self._update, {"k": key, "d": self.pack(record), "a": record.atime})
+                return outcome
+
+        return self._run("update the session", merge)
+
+    def session_touch(self, key: str, atime: float) -> None:
+        self._run("touch the session", lambda conn: conn.execute(self._touch, {"k": key, "a": atime}))
+
+    def session_destroy(self, key: str) -> None:
+        self._run("destroy the session", lambda conn: conn.execute(self._delete, {"k": key}))
+
+    def session_gc(self, max_lifetime: int) -> int:
+        """One indexed ``DELETE ... WHERE atime <= now - max_lifetime``."""
+        deadline = self.clock() - max_lifetime
+        return self._run(
+            "collect expired sessions",
+            lambda conn: conn.execute(self._gc, {"deadline": deadline}).rowcount,
+        )
+
+    # -- administration ----------------------------------------------------------
+
+    def session_count(self) -> int:
+        return self._run("count sessions", lambda conn: conn.execute(self._count).scalar_one())
+
+    def session_clear(self) -> int:
+        return self._run("clear sessions", lambda conn: conn.execute(self._clear).rowcount)
+
+    def close(self) -> None:
+        """Dispose of the engine if this provider created it; a shared one is left alone."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+
+def _make_table(sa: t.Any, name: str) -> sa.Table:
+    from sqlalchemy.dialects.mysql import MEDIUMBLOB
+
+    metadata = sa.MetaData()
+    index = f"ix_{name}_atime"
+    if len(index) > 63:  # identifier limits: PostgreSQL 63, MySQL 64
+        index = "ix_" + hashlib.sha256(name.encode()).hexdigest()[:20] + "_atime"
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.String(64), primary_key=True),
+        # BLOB on MySQL stops at 64 KiB; MEDIUMBLOB holds 16 MiB.
+        sa.Column("data", sa.LargeBinary().with_variant(MEDIUMBLOB(), "mysql", "mariadb"), nullable=False),
+        sa.Column("atime", sa.Double(), nullable=False),
+        sa.Index(index, "atime"),
+    )
+
+
+def _create_engine(
+    sa: t.Any, url: str | URL, timeout: float, options: t.Mapping[str, t.Any]
+) -> Engine:
+    """Create the engine this provider owns.
+
+    :raises ConfigError: for an unparseable URL, an unknown driver, an
+        in-memory SQLite database, or options SQLAlchemy rejects.
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+        backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, TypeError, ValueError) as err:
+        raise ConfigError(f"GOSESSION_SQL_URL={url!r} is not a usable database URL: {err}") from err
+    options = dict(options)
+    if "isolation_level" in options:
+        raise ConfigError(
+            "GOSESSION_SQL_ENGINE_OPTIONS may not set isolation_level: the provider "
+            "uses autocommit connections and opens its own transactions"
+        )
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or "mode=memory" in str(parsed.query):
+            raise ConfigError(
+                "GOSESSION_SQL_URL: an in-memory SQLite database is not shared between "
+                "connections; give a file path"
+            )
+        if not database.startswith("file:"):
+            directory = os.path.dirname(os.path.abspath(database))
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as err:
+                raise ConfigError(f"GOSESSION_SQL_URL: cannot create {directory!r}: {err}") from err
+    extra_args = options.pop("connect_args", {})
+    if not isinstance(extra_args, t.Mapping):
+        raise ConfigError(f"GOSESSION_SQL_ENGINE_OPTIONS['connect_args'] must be a dict, got {extra_args!r}")
+    connect_args = _timeout_args(backend, driver, timeout)
+    connect_args.update(extra_args)
+    kwargs: dict[str, t.Any] = {
+        "pool_pre_ping": True,
+        # Parameters carry session data: keep them out of error messages.
+        "hide_parameters": True,
+    }
+    if backend in ("mysql", "mariadb") and _supports_skip_autocommit_rollback(sa):
+        # The pool's rollback-on-return would cost MySQL a round trip per
+        # operation; autocommit connections have nothing to roll back (a
+        # failed explicit transaction is rolled back by _write_transaction).
+        kwargs["skip_autocommit_rollback"] = True
+    if backend in _BEGIN:
+        kwargs["isolation_level"] = "AUTOCOMMIT"
+    kwargs.update(options)
+    try:
+        return sa.create_engine(parsed, connect_args=connect_args, **kwargs)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, TypeError) as err:
+        raise ConfigError(f"GOSESSION_SQL_URL / GOSESSION_SQL_ENGINE_OPTIONS: {err}") from err
+    except ImportError as err:
+        raise ConfigError(
+            f"GOSESSION_SQL_URL: the database driver for {backend}+{driver} is not installed: {err}"
+        ) from err
+
+
+def _timeout_args(backend: str, driver: str, timeout: float) -> dict[str, t.Any]:
+    """Driver connect arguments that bound how long a call can hang."""
+    whole = max(1, math.ceil(timeout))
+    if backend == "sqlite":
+        return {"timeout": float(timeout)}
+    if backend == "postgresql":
+        if driver in ("psycopg", "psycopg2", "psycopg2cffi"):
+            return {"connect_timeout": whole}
+        if driver == "pg8000":
+            return {"timeout": whole}
+    if backend in ("mysql", "mariadb"):
+        if driver in ("pymysql", "mysqldb", "mariadbconnector"):
+            # pymysql's connect_timeout does not cover the handshake: a
+            # server that accepts but never answers needs read_timeout.
+            return {"connect_timeout": whole, "read_timeout": whole, "write_timeout": whole}
+    return {}
+
+
+def _supports_skip_autocommit_rollback(sa: t.Any) -> bool:
+    """``create_engine(skip_autocommit_rollback=...)`` exists from SQLAlchemy 2.0.43."""
+    from sqlalchemy.engine.default import DefaultDialect
+
+    return "skip_autocommit_rollback" in inspect.signature(DefaultDialect.__init__).parameters
+
+
+def _is_autocommit(engine: Engine) -> bool:
+    """Whether ``engine``'s connections autocommit (mirrors SQLAlchemy's own test)."""
+    level = engine.get_execution_options().get("isolation_level")
+    if level is None:
+        level = getattr(engine.dialect, "_on_connect_isolation_level", None)
+    return level == "AUTOCOMMIT"

@@ -1,0 +1,426 @@
+"""Behaviour of the ``file`` provider beyond the shared contract.
+
+Real files in a temporary directory; concurrency across processes uses real
+subprocesses, and expiry uses the injected clock, never ``sleep``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+from flask import Flask
+
+from clock import FakeClock
+from flask_gosession.errors import ConfigError, ProviderError
+from flask_gosession.providers import file as file_module
+from flask_gosession.providers.base import Change, Outcome, Record
+from flask_gosession.providers.file import STALE_TEMP_AGE, FileProvider
+
+
+def new_key() -> str:
+    return hashlib.sha256(secrets.token_bytes(32)).hexdigest()
+
+
+def rec(now: float, **data: object) -> Record:
+    return Record(data=dict(data), meta={"c": now}, atime=now)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def directory(tmp_path) -> str:  # type: ignore[no-untyped-def]
+    return str(tmp_path / "sessions")
+
+
+@pytest.fixture
+def provider(directory, clock):  # type: ignore[no-untyped-def]
+    prov = FileProvider(directory)
+    prov.clock = clock
+    yield prov
+    prov.close()
+
+
+def all_files(root: str) -> list[str]:
+    return sorted(
+        os.path.relpath(os.path.join(dirpath, name), root)
+        for dirpath, _, names in os.walk(root)
+        for name in names
+    )
+
+
+def temp_files(root: str) -> list[str]:
+    return [path for path in all_files(root) if os.path.basename(path).startswith(".")]
+
+
+# -- configuration ------------------------------------------------------------
+
+
+def build(tmp_path, **config):  # type: ignore[no-untyped-def]
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(config)
+    for key, value in FileProvider.config_defaults(app).items():
+        app.config.setdefault(key, value)
+    return FileProvider.from_config(app)
+
+
+def test_default_directory_is_in_instance_path(tmp_path):
+    prov = build(tmp_path)
+    assert prov.directory == str(tmp_path / "instance" / "gosession")
+    assert stat.S_IMODE(os.stat(prov.directory).st_mode) == 0o700
+    assert prov.fsync is False
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"GOSESSION_FILE_DIR": ""},
+        {"GOSESSION_FILE_DIR": 42},
+        {"GOSESSION_FILE_FSYNC": "yes"},
+    ],
+)
+def test_bad_config_is_rejected(tmp_path, config):
+    with pytest.raises(ConfigError):
+        build(tmp_path, **config)
+
+
+def test_uncreatable_directory_is_a_config_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="GOSESSION_FILE_DIR"):
+        build(tmp_path, GOSESSION_FILE_DIR=str(blocker / "sessions"))
+
+
+# -- keys and layout ------------------------------------------------------------
+
+
+BAD_KEYS = [
+    "../../etc/passwd",
+    "../" + "0" * 61,
+    "/" + "0" * 63,
+    "0" * 63,
+    "0" * 65,
+    "A" * 64,
+    "g" * 64,
+    "0" * 63 + "\n",
+    "0" * 62 + "/x",
+    "",
+    b"0" * 64,
+    None,
+]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS, ids=repr)
+def test_bad_keys_are_refused_before_touching_disk(provider, directory, tmp_path, key):
+    outside_before = sorted(os.listdir(tmp_path))
+    inside_before = all_files(directory)
+    now = provider.clock()
+    calls = [
+        lambda: provider.session_init(key, rec(now, a=1)),
+        lambda: provider.session_read(key, now),
+        lambda: provider.session_update(key, Change(set={"a": 1}, atime=now)),
+        lambda: provider.session_touch(key, now),
+        lambda: provider.session_destroy(key),
+        lambda: provider.path_for(key),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError):
+            call()
+    assert sorted(os.listdir(tmp_path)) == outside_before
+    assert all_files(directory) == inside_before
+
+
+def test_sharded_layout_and_private_modes(provider, directory):
+    key, now = new_key(), provider.clock()
+    old_umask = os.umask(0)  # the provider must not rely on the umask
+    try:
+        provider.session_init(key, rec(now, a=1))
+    finally:
+        os.umask(old_umask)
+    path = os.path.join(directory, key[:2], key[2:4], key)
+    assert provider.path_for(key) == path
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    for folder in (directory, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(os.path.join(directory, "locks", key[:2] + ".lock")).st_mode) == 0o600
+
+
+def test_lock_files_are_bounded(provider, directory):
+    now = provider.clock()
+    keys = [new_key() for _ in range(600)]
+    for key in keys:
+        provider.session_init(key, rec(now))
+    for key in keys:
+        provider.session_destroy(key)
+    locks = os.listdir(os.path.join(directory, "locks"))
+    assert 0 < len(locks) <= 256
+    assert provider.session_count() == 0
+
+
+# -- atime lives in the mtime ------------------------------------------------------
+
+
+def test_atime_is_the_file_mtime_and_touch_does_not_rewrite(provider):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now - 100, a=1))
+    path = provider.path_for(key)
+    before = os.stat(path)
+    assert before.st_mtime == pytest.approx(now - 100)
+    provider.session_touch(key, now)
+    after = os.stat(path)
+    assert after.st_ino == before.st_ino  # metadata only, not a new file
+    assert after.st_mtime == pytest.approx(now)
+    got = provider.session_read(key, now + 5)
+    assert got.atime == pytest.approx(now)
+    assert os.stat(path).st_ino == before.st_ino
+    assert os.stat(path).st_mtime == pytest.approx(now + 5)
+
+
+def test_reading_an_expired_record_does_not_refresh_it(provider):
+    key, now = new_key(), provider.clock()
+    provider.max_lifetime = 3600
+    provider.session_init(key, rec(now - 3600, a=1))
+    assert provider.session_read(key, now).atime == pytest.approx(now - 3600)
+    # Still expired for the manager's next look and for GC.
+    assert provider.session_read(key, now + 1).atime == pytest.approx(now - 3600)
+    assert provider.session_gc(3600) == 1
+
+
+def test_update_sets_mtime_to_the_change_atime(provider):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now, a=1))
+    assert provider.session_update(key, Change(set={"b": 2}, atime=now + 42)) is Outcome.APPLIED
+    assert os.stat(provider.path_for(key)).st_mtime == pytest.approx(now + 42)
+
+
+# -- atomic writes -------------------------------------------------------------------
+
+
+def test_writes_leave_no_temporary_files(provider, directory):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now, a=1))
+    for i in range(50):
+        provider.session_update(key, Change(set={"a": i}, atime=now))
+    assert temp_files(directory) == []
+    assert provider.session_read(key, now).data == {"a": 49}
+
+
+def test_failed_replace_keeps_old_record_and_cleans_up(provider, directory, monkeypatch):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now, a=1))
+
+    def refuse(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(file_module.os, "replace", refuse)
+    with pytest.raises(ProviderError, match="No space left"):
+        provider.session_update(key, Change(set={"a": 2}, atime=now))
+    monkeypatch.undo()
+    assert provider.session_read(key, now).data == {"a": 1}
+    assert temp_files(directory) == []
+
+
+CRASH_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    from flask_gosession.providers import file as file_module
+    from flask_gosession.providers.base import Change
+
+    # Die like a killed process between writing the temp file and renaming it.
+    file_module.os.replace = lambda src, dst: os._exit(17)
+    prov = file_module.FileProvider(sys.argv[1])
+    prov.session_update(sys.argv[2], Change(set={"a": 2}, atime=float(sys.argv[3])))
+    """
+)
+
+
+def test_crash_mid_write_leaves_old_record_and_gc_removes_the_temp_file(provider, directory):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now, a=1))
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH_SCRIPT, directory, key, repr(now)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 17, proc.stderr.decode()
+    assert len(temp_files(directory)) == 1
+    # The dead writer's lock was released with its process.
+    assert provider.session_read(key, now).data == {"a": 1}
+    assert provider.session_gc(3600) == 0
+    assert len(temp_files(directory)) == 1  # too young: may be a live writer
+    provider.clock.advance(STALE_TEMP_AGE + 1)
+    assert provider.session_gc(3600) == 0  # temp files are not counted
+    assert temp_files(directory) == []
+    assert provider.session_read(key, provider.clock()).data == {"a": 1}
+
+
+def test_gc_spares_a_fresh_temp_file_with_an_old_mtime(provider, directory):
+    """A live writer sets its temp file's mtime to the record's atime, which
+    can be old; GC judges temp files by ctime, which only real activity sets."""
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now))
+    temp = os.path.join(os.path.dirname(provider.path_for(key)), f".{key}.0123456789ab.tmp")
+    with open(temp, "wb") as fh:
+        fh.write(b"half")
+    os.utime(temp, (now - 86400, now - 86400))
+    provider.session_gc(3600)
+    assert os.path.exists(temp)
+    provider.clock.advance(STALE_TEMP_AGE + 1)
+    provider.session_gc(10**9)
+    assert not os.path.exists(temp)
+
+
+def test_fsync_mode_writes_and_reads(directory, clock):
+    prov = FileProvider(directory, fsync=True)
+    prov.clock = clock
+    key, now = new_key(), clock()
+    prov.session_init(key, rec(now, a=1))
+    assert prov.session_update(key, Change(set={"b": 2}, atime=now)) is Outcome.APPLIED
+    assert prov.session_read(key, now).data == {"a": 1, "b": 2}
+
+
+# -- garbage collection and administration ---------------------------------------------
+
+
+def test_gc_removes_only_expired_records(provider):
+    now = provider.clock()
+    expired = [new_key() for _ in range(5)]
+    live = [new_key() for _ in range(3)]
+    for key in expired:
+        provider.session_init(key, rec(now - 3600))  # exactly at the limit counts
+    for key in live:
+        provider.session_init(key, rec(now - 3599))
+    assert provider.session_gc(3600) == 5
+    assert all(provider.session_read(key, now) is None for key in expired)
+    assert all(provider.session_read(key, now) is not None for key in live)
+    assert provider.session_count() == 3
+
+
+def test_gc_spares_a_record_touched_after_it_was_found(provider, monkeypatch):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now - 4000))
+    real_locked = provider._locked
+
+    def touch_then_lock(stripe: str):  # type: ignore[no-untyped-def]
+        # A request refreshes the session between GC's scan and its removal.
+        provider.session_touch(key, now)
+        return real_locked(stripe)
+
+    monkeypatch.setattr(provider, "_locked", touch_then_lock)
+    assert provider.session_gc(3600) == 0
+    monkeypatch.undo()
+    assert provider.session_read(key, now) is not None
+
+
+def test_count_and_clear(provider, directory):
+    now = provider.clock()
+    keys = [new_key() for _ in range(7)]
+    for key in keys:
+        provider.session_init(key, rec(now))
+    assert provider.session_count() == 7
+    assert provider.session_clear() == 7
+    assert provider.session_count() == 0
+    assert all(provider.session_read(key, now) is None for key in keys)
+    assert temp_files(directory) == []
+
+
+def test_unrelated_files_are_ignored(provider, directory):
+    now = provider.clock()
+    key = new_key()
+    provider.session_init(key, rec(now - 9999))
+    stray = os.path.join(directory, key[:2], key[2:4], "README")
+    with open(stray, "w") as fh:
+        fh.write("not a session")
+    os.utime(stray, (0, 0))
+    assert provider.session_count() == 1
+    assert provider.session_gc(3600) == 1
+    assert os.path.exists(stray)
+
+
+def test_os_errors_become_provider_errors(provider, directory):
+    key, now = new_key(), provider.clock()
+    # A file where the key's shard directory should be: every write fails
+    # with NotADirectoryError, whoever runs the tests (root included).
+    with open(os.path.join(directory, key[:2]), "w") as fh:
+        fh.write("in the way")
+    with pytest.raises(ProviderError) as info:
+        provider.session_init(key, rec(now, a=1))
+    assert isinstance(info.value.__cause__, OSError)
+    with pytest.raises(ProviderError):
+        provider.session_destroy(key)
+    with pytest.raises(ProviderError):
+        provider.session_read(key, now)
+
+
+# -- concurrency ---------------------------------------------------------------------
+
+
+def test_update_racing_destroy_never_resurrects(provider):
+    now = provider.clock()
+    for _ in range(20):
+        key = new_key()
+        provider.session_init(key, rec(now))
+        outcomes: list[Outcome] = []
+        errors: list[BaseException] = []
+
+        def writer() -> None:
+            try:
+                for i in range(30):
+                    outcomes.append(provider.session_update(key, Change(set={"i": i}, atime=now)))
+            except BaseException as err:  # pragma: no cover - reported below
+                errors.append(err)
+
+        threads = [threading.Thread(target=writer) for _ in range(3)]
+        for th in threads:
+            th.start()
+        provider.session_destroy(key)
+        for th in threads:
+            th.join(30)
+        assert not errors
+        assert provider.session_read(key, now) is None
+        # Once MISSING, always MISSING for that writer's later calls.
+        assert Outcome.MISSING in outcomes or len(outcomes) == 90
+
+
+WRITER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from flask_gosession.providers.base import Change, Outcome
+    from flask_gosession.providers.file import FileProvider
+
+    directory, key, name, rounds, atime = sys.argv[1:]
+    prov = FileProvider(directory)
+    for i in range(int(rounds)):
+        out = prov.session_update(key, Change(set={name: i}, atime=float(atime)))
+        assert out is Outcome.APPLIED, out
+    """
+)
+
+
+def test_processes_updating_different_keys_all_survive(provider, directory):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now, base=True))
+    rounds, names = 40, [f"p{n}" for n in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER_SCRIPT, directory, key, name, str(rounds), repr(now)],
+            stderr=subprocess.PIPE,
+        )
+        for name in names
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    expected = {name: rounds - 1 for name in names}
+    expected["base"] = True
+    assert provider.session_read(key, now).data == expected
+    assert temp_files(directory) == []

@@ -119,11 +119,16 @@ class Manager:
 
     # -- opening and loading -------------------------------------------------
 
-    def open(self, presented: str | None, via_url: bool = False) -> ServerSession:
-        """A lazy session for the id the client presented. No store call."""
+    def open(self, presented: str | None = None, via_url: bool = False,
+             *, request: t.Any = None) -> ServerSession:
+        """A lazy session for the id the client presented. No store call.
+
+        :param request: instead of ``presented``, the request whose cookie
+            names the session; the cookie is then read on first use.
+        """
         if self._gc_pid != os.getpid() and self.settings.gc_interval:
             self.start_gc()
-        return ServerSession(self, presented, via_url)
+        return ServerSession(self, presented, via_url, request=request)
 
     def url_sid(self, session: ServerSession) -> str | None:
         """The id that URLs built during this request must carry, or None.
@@ -290,21 +295,31 @@ class Manager:
             return Cookie.KEEP if not session.new else Cookie.NONE
         now = self._clock()
         try:
-            if session.new:
-                return self._save_new(session, now)
-            if session.deleted_keys and not dict.__len__(session) and not session.pinned:
-                self._store(self.provider.session_destroy, t.cast(str, session.key))
-                signals.session_destroyed.send(self._app(), sid_hash=label(t.cast(str, session.key)), reason="cleared")
-                return Cookie.DELETE
-            if session.rotate:
-                return self._rotate(session, now)
-            if session.dirty:
-                return self._update(session, self._change(session, now), now)
-            if not self.provider.touches_on_read and now - session.atime >= self.settings.refresh_interval:
-                self._store(self.provider.session_touch, session.key, now)
-            return Cookie.SET if session.reissue else Cookie.KEEP
+            return self._save(session, now)
+        except CorruptRecordError as err:
+            # The record was corrupted while this request ran: it is
+            # dropped like any corrupt record, and the client starts over.
+            if session.key is not None:
+                self._drop_corrupt(session.key, err)
+            return Cookie.DELETE
         finally:
             session.reset()
+
+    def _save(self, session: ServerSession, now: float) -> Cookie:
+        """The body of :meth:`save` for a loaded, non-discarded session."""
+        if session.new:
+            return self._save_new(session, now)
+        if session.deleted_keys and not dict.__len__(session) and not session.pinned:
+            self._store(self.provider.session_destroy, t.cast(str, session.key))
+            signals.session_destroyed.send(self._app(), sid_hash=label(t.cast(str, session.key)), reason="cleared")
+            return Cookie.DELETE
+        if session.rotate:
+            return self._rotate(session, now)
+        if session.dirty:
+            return self._update(session, self._change(session, now), now)
+        if not self.provider.touches_on_read and now - session.atime >= self.settings.refresh_interval:
+            self._store(self.provider.session_touch, session.key, now)
+        return Cookie.SET if session.reissue else Cookie.KEEP
 
     def _save_new(self, session: ServerSession, now: float) -> Cookie:
         if not dict.__len__(session) and not session.pinned:
@@ -497,7 +512,7 @@ class Manager:
             if self._gc_pid == os.getpid():
                 return
             self._gc_pid = os.getpid()
-            if not self.settings.gc_interval or getattr(self.provider, "native_ttl", False):
+            if not self.settings.gc_interval or self.provider.native_ttl:
                 return
             self._gc_stop = threading.Event()
             self._gc_thread = threading.Thread(

@@ -20,6 +20,7 @@ class CountingProvider(Provider):
         self.inner = inner
         self.calls: collections.Counter[str] = collections.Counter()
         self.touches_on_read = inner.touches_on_read  # type: ignore[misc]
+        self.native_ttl = inner.native_ttl  # type: ignore[misc]
 
     @property  # type: ignore[override]
     def clock(self) -> t.Callable[[], float]:

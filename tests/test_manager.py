@@ -158,3 +158,20 @@ def test_gc_thread_not_started_at_import_or_init(app):
     assert not any(th.name == "gosession-gc" and th.is_alive() for th in threading.enumerate()
                    if getattr(app.extensions["gosession"], "_gc_thread", None) is th)
     assert app.extensions["gosession"]._gc_thread is None
+
+
+def test_record_corrupted_during_the_request_is_dropped_not_a_500(client, app, clock, caplog):
+    from flask import session
+
+    client.get("/set/a/1")
+    sid = cookie_value(client)
+    provider = app.extensions["gosession"].provider
+    with app.test_request_context(headers={"Cookie": f"gosessionid={sid}"}):
+        session["b"] = 2  # loaded before the corruption
+        provider._entries[bytes.fromhex(store_key(sid))] = (clock(), b"\xff garbage")
+        response = app.response_class("x")
+        with caplog.at_level(logging.WARNING, logger="flask_gosession"):
+            app.session_interface.save_session(app, session._get_current_object(), response)
+    assert any(c.startswith("gosessionid=;") for c in response.headers.getlist("Set-Cookie"))
+    assert stored(app, sid) is None
+    assert "corrupt" in caplog.text

@@ -26,8 +26,9 @@ Contract shared by every method:
 * Any failure of the backend (connection refused, timeout, server error)
   raises :class:`~flask_gosession.errors.ProviderError` ``from`` the original
   exception. Nothing else escapes, except
-  :class:`~flask_gosession.errors.CorruptRecordError` from :meth:`session_read`
-  for a record that cannot be decoded.
+  :class:`~flask_gosession.errors.CorruptRecordError` from
+  :meth:`session_read` (or :meth:`session_update`, which must decode to
+  merge) for a record that cannot be decoded; the manager then drops it.
 * A record is never left half-written: every write either happens whole or
   not at all.
 """
@@ -139,6 +140,9 @@ class Provider(abc.ABC):
     #: the same round trip; otherwise the manager calls :meth:`session_touch`
     #: at most once per ``GOSESSION_REFRESH_INTERVAL``.
     touches_on_read: t.ClassVar[bool] = False
+    #: ``True`` when the backend expires records by itself (native TTL), so
+    #: :meth:`session_gc` has nothing to do and no GC thread is started.
+    native_ttl: t.ClassVar[bool] = False
 
     #: Time source, seconds since the epoch. Set by the manager.
     clock: t.Callable[[], float] = staticmethod(time.time)  # type: ignore[assignment]

@@ -76,6 +76,7 @@ class MemcachedProvider(Provider):
     """
 
     touches_on_read = False
+    native_ttl = True
 
     #: How many times :meth:`session_update` and :meth:`session_touch` start
     #: over after losing a compare-and-swap race before giving up.

@@ -158,6 +158,7 @@ class RedisProvider(Provider):
     """
 
     touches_on_read = True
+    native_ttl = True
 
     def __init__(
         self,

@@ -31,10 +31,13 @@ class GoSessionInterface(SessionInterface):
         return _manager(app).settings.cookie_name
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
-        manager = _manager(app)
+        manager: Manager = app.extensions["gosession"]
+        if not manager.settings.url_rewrite:
+            # The common case: the cookie is read when the session is used.
+            return manager.open(request=request)
         name = manager.settings.cookie_name
         presented = request.cookies.get(name)
-        if presented is None and manager.settings.url_rewrite:
+        if presented is None:
             presented = request.args.get(name)
             if presented is not None:
                 return manager.open(presented, via_url=True)
@@ -42,8 +45,11 @@ class GoSessionInterface(SessionInterface):
         return manager.open(presented)
 
     def save_session(self, app: Flask, session: t.Any, response: Response) -> None:
-        if session.accessed:
-            response.vary.add("Cookie")
+        if not session.accessed:
+            if not session.loaded and not session.via_url:
+                return  # never used: nothing to save, no cookie to send
+        else:
+            _vary_cookie(response)
         manager = _manager(app)
         try:
             if session.via_url and session.presented is not None and "Location" in response.headers:
@@ -57,6 +63,8 @@ class GoSessionInterface(SessionInterface):
             return
         if action is Cookie.NONE:
             return
+        if action is Cookie.KEEP and not session.via_url and not self.should_set_cookie(app, session):
+            return  # the common read: no cookie, so no cookie settings to look up
         name = manager.settings.cookie_name
         domain = self.get_cookie_domain(app)
         path = self.get_cookie_path(app)
@@ -81,6 +89,17 @@ class GoSessionInterface(SessionInterface):
             partitioned=partitioned, samesite=samesite,
         )
         response.vary.add("Cookie")
+
+
+def _vary_cookie(response: Response) -> None:
+    """``response.vary.add("Cookie")``, without parsing a header that is not
+    there (``getlist`` rather than ``in``: a missing key costs ``in`` an
+    exception)."""
+    headers = response.headers
+    if headers.getlist("Vary"):
+        response.vary.add("Cookie")
+    else:
+        headers.add("Vary", "Cookie")
 
 
 def _manager(app: Flask) -> Manager:

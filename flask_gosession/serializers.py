@@ -44,7 +44,9 @@ class JSONSerializer(Serializer):
         self._encoder = json.JSONEncoder(
             separators=(",", ":"), ensure_ascii=False, check_circular=False
         )
-        self._decode = json.JSONDecoder().decode
+        decoder = json.JSONDecoder()
+        self._decode = decoder.decode
+        self._scan = decoder.scan_once
 
     def dumps(self, obj: t.Any) -> bytes:
         return self._encoder.encode(obj).encode()
@@ -53,7 +55,16 @@ class JSONSerializer(Serializer):
         try:
             if isinstance(data, bytes):
                 data = data.decode()
-            return self._decode(data)
+            try:
+                # The decoder's own scanner, without its two whitespace
+                # checks: what dumps() wrote has no whitespace around it.
+                obj, end = self._scan(data, 0)
+            except StopIteration:
+                end = -1
+            if end != len(data):
+                # Whitespace, extra data or an error: the full decoder decides.
+                return self._decode(data)
+            return obj
         except (ValueError, TypeError, RecursionError) as err:
             raise CorruptRecordError(f"undecodable JSON record: {err}") from err
 

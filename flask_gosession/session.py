@@ -6,14 +6,40 @@ that the manager can save only that.
 """
 from __future__ import annotations
 
+import re
 import typing as t
 
 from flask.sessions import SessionMixin
 
 if t.TYPE_CHECKING:
+    from flask import Request
+
     from .manager import Manager
 
 _MISSING = object()
+
+# One ``name=value`` pair of a Cookie header, as werkzeug's parse_cookie
+# reads it when no value is quoted.
+_COOKIE_PAIR = re.compile(r'([^ \t=";]+)(?:[ \t]*=[ \t]*([^ \t";]*))?', re.ASCII)
+
+
+def cookie_value(request: Request, name: str) -> str | None:
+    """``request.cookies.get(name)``, without parsing every cookie.
+
+    The pairs of a header without quoted values are read one by one, as
+    werkzeug reads them, until ``name`` is found; a header with a quote
+    goes to werkzeug's full parser.
+    """
+    header = request.environ.get("HTTP_COOKIE")
+    if not header:
+        return None
+    if '"' in header:
+        return request.cookies.get(name)
+    for part in header.split(";"):
+        pair = _COOKIE_PAIR.fullmatch(part.strip(" \t"))
+        if pair is not None and pair.group(1) == name:
+            return pair.group(2) or ""
+    return None
 
 
 class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
@@ -28,51 +54,79 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
     among the user's keys.
     """
 
-    #: True when the session has no stored record yet.
-    new: bool
-    #: True once the application used the session (set by Flask too).
-    accessed: bool
+    # Scalar state starts as these class attributes, so that opening a
+    # session (every request, used or not) assigns almost nothing.
 
-    def __init__(self, manager: Manager, presented: str | None, via_url: bool = False) -> None:
-        super().__init__()
+    #: True when the session has no stored record yet.
+    new: bool = True
+    #: True once the application used the session (set by Flask too).
+    accessed: bool = False
+    #: True once the store was read (or found to have nothing to read).
+    loaded: bool = False
+    _modified = False
+    _explicit_modified = False
+    #: True when the client sent no cookie and the id came from the URL.
+    via_url: bool = False
+    #: The id a pending rotation will move to, chosen when the rotation
+    #: is decided so that URLs built during the request already carry it.
+    next_sid: str | None = None
+    _sid: str | None = None
+    #: The store key of :attr:`sid` once known.
+    key: str | None = None
+    #: Last access time as stored.
+    atime: float = 0.0
+    #: Tokens an unsafe request may present (current, and during a
+    #: grace window the token of the id the client still holds).
+    accepted_tokens: tuple[str, ...] = ()
+    #: Set when the session must be stored even without user keys
+    #: (a token was rendered for an anonymous visitor).
+    pinned: bool = False
+    #: ``"age"`` or ``"privilege"`` when the id must change on save.
+    rotate: str | None = None
+    #: Set when the response must carry a new cookie value.
+    reissue: bool = False
+    #: Set when this request's changes must be dropped (token failure).
+    discard: bool = False
+    #: Set when a presented id was refused, so its cookie is removed.
+    refused: bool = False
+    _presented: str | None = None
+    #: The request whose cookie names the session, until it is read.
+    _request: t.Any = None
+
+    def __init__(self, manager: Manager, presented: str | None = None, via_url: bool = False,
+                 *, request: Request | None = None) -> None:
+        # dict.__init__ is not called: the dict starts empty anyway.
         self._manager = manager
-        #: The id the client presented (cookie or URL), not yet validated.
-        self.presented = presented
-        #: True when the client sent no cookie and the id came from the URL.
-        self.via_url = via_url
-        #: The id a pending rotation will move to, chosen when the rotation
-        #: is decided so that URLs built during the request already carry it.
-        self.next_sid: str | None = None
-        self._sid: str | None = None
-        #: The store key of :attr:`sid` once known.
-        self.key: str | None = None
-        self.new = True
-        self.accessed = False
-        self.loaded = False
-        self._modified = False
-        self._explicit_modified = False
-        self.set_keys: set[str] = set()
-        self.deleted_keys: set[str] = set()
-        self.read_keys: set[str] = set()
-        #: Internal fields as stored (plus pending changes in meta_changes).
-        self.meta: dict[str, t.Any] = {}
-        self.meta_changes: dict[str, t.Any] = {}
-        #: Last access time as stored.
-        self.atime = 0.0
-        #: Tokens an unsafe request may present (current, and during a
-        #: grace window the token of the id the client still holds).
-        self.accepted_tokens: tuple[str, ...] = ()
-        #: Set when the session must be stored even without user keys
-        #: (a token was rendered for an anonymous visitor).
-        self.pinned = False
-        #: ``"age"`` or ``"privilege"`` when the id must change on save.
-        self.rotate: str | None = None
-        #: Set when the response must carry a new cookie value.
-        self.reissue = False
-        #: Set when this request's changes must be dropped (token failure).
-        self.discard = False
-        #: Set when a presented id was refused, so its cookie is removed.
-        self.refused = False
+        if request is not None:
+            # The cookie is parsed only when the session is first used: a
+            # request that never touches the session never pays for it.
+            self._request = request
+        else:
+            self._presented = presented
+        if via_url:
+            self.via_url = True
+        # The change-tracking containers below are created by _ensure(), on
+        # first use: nothing reads or writes them before the session loads.
+
+    #: Keys set by this request.
+    set_keys: set[str]
+    #: Keys deleted by this request.
+    deleted_keys: set[str]
+    #: Keys read by this request (saved too after ``modified = True``).
+    read_keys: set[str]
+    #: Internal fields as stored (plus pending changes in meta_changes).
+    meta: dict[str, t.Any]
+    #: Internal fields changed by this request; ``None`` deletes one.
+    meta_changes: dict[str, t.Any]
+
+    @property
+    def presented(self) -> str | None:
+        """The id the client presented (cookie or URL), not yet validated."""
+        request = self._request
+        if request is not None:
+            self._request = None
+            self._presented = cookie_value(request, self._manager.settings.cookie_name)
+        return self._presented
 
     # -- identity -----------------------------------------------------------
 
@@ -125,6 +179,11 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
 
     def _ensure(self) -> None:
         if not self.loaded:
+            self.set_keys = set()
+            self.deleted_keys = set()
+            self.read_keys = set()
+            self.meta = {}
+            self.meta_changes = {}
             self.loaded = True
             self.accessed = True
             self._manager.load(self)

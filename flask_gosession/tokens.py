@@ -73,8 +73,27 @@ class TokenGuard:
             return True
         return any(bp in self.exempt_blueprints for bp in request.blueprints)
 
+    def hook(self) -> t.Callable[[], None]:
+        """The ``before_request`` function to register: :meth:`check` for
+        the methods that need a token, nothing else.
+
+        A plain function that reaches the request through one context
+        lookup, because it runs on every request of the app, most of them
+        safe methods that need nothing.
+        """
+        methods = self.manager.settings.token_methods
+        current_request = request._get_current_object  # type: ignore[attr-defined]
+        check = self.check
+
+        def gosession_check_token() -> None:
+            if current_request().method in methods:
+                check()
+
+        return gosession_check_token
+
     def check(self) -> None:
-        """``before_request`` hook: raise :class:`TokenError` on a bad token."""
+        """Raise :class:`TokenError` on a bad token, for a request whose
+        method needs one."""
         settings = self.manager.settings
         if request.method not in settings.token_methods or self.is_exempt():
             return

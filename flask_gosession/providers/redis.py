@@ -69,6 +69,8 @@ if t.TYPE_CHECKING:
     from flask import Flask
     from redis.commands.core import Script
 
+# Both field prefixes are two characters long (_decode relies on it).
+
 #: Hash field holding the access time.
 ATIME_FIELD = "a"
 #: Prefix of the hash fields holding user keys.
@@ -176,6 +178,9 @@ class RedisProvider(Provider):
         self._scripts: dict[str, Script] = {}
         self._lock = threading.Lock()
         self._errors = _redis_errors()
+        from redis.exceptions import NoScriptError
+
+        self._no_script = NoScriptError
 
     # -- configuration ------------------------------------------------------
 
@@ -306,10 +311,23 @@ class RedisProvider(Provider):
         return self.key_prefix + key
 
     def _run(self, script: str, key: str, args: list[t.Any]) -> t.Any:
-        """Run one of the scripts on ``key``, turning client errors into ours."""
+        """Run one of the scripts on ``key``, turning client errors into ours.
+
+        ``EVALSHA`` is sent with ``execute_command`` rather than through the
+        :class:`~redis.commands.core.Script` object, whose wrapper costs
+        more than the script itself on a fast network; a ``NOSCRIPT`` reply
+        (the server restarted or flushed its scripts) loads the script again,
+        as the wrapper would.
+        """
         client = self.client
+        compiled = self._scripts[script]
+        name = self.key_prefix + key
         try:
-            return self._scripts[script](keys=[self._store_key(key)], args=args, client=client)
+            try:
+                return client.execute_command("EVALSHA", compiled.sha, 1, name, *args)
+            except self._no_script:
+                compiled.sha = client.script_load(compiled.script)
+                return client.execute_command("EVALSHA", compiled.sha, 1, name, *args)
         except self._errors as err:
             if "WRONGTYPE" in str(err):
                 raise CorruptRecordError(
@@ -433,16 +451,16 @@ class RedisProvider(Provider):
         data: dict[str, t.Any] = {}
         meta: dict[str, t.Any] = {}
         atime: float | None = None
+        pairs = iter(fields)
         try:
-            for i in range(0, len(fields) - 1, 2):
-                name = fields[i].decode() if isinstance(fields[i], bytes) else fields[i]
-                value = fields[i + 1]
+            for raw, value in zip(pairs, pairs):
+                name = raw.decode() if isinstance(raw, bytes) else raw
                 if name == ATIME_FIELD:
                     atime = float(value)
                 elif name.startswith(DATA_PREFIX):
-                    data[name[len(DATA_PREFIX):]] = loads(value)
+                    data[name[2:]] = loads(value)
                 elif name.startswith(META_PREFIX):
-                    meta[name[len(META_PREFIX):]] = loads(value)
+                    meta[name[2:]] = loads(value)
         except (ValueError, TypeError) as err:  # UnicodeDecodeError is a ValueError
             raise CorruptRecordError(f"undecodable Redis session hash: {err}") from err
         if atime is None or not math.isfinite(atime):

@@ -1,0 +1,118 @@
+"""The benchmark harness still runs, on a tiny count, and reports what it
+must. Behaviour only: no timing is asserted here (benchmarks are not tests).
+
+It runs the README's command (``python -m benchmarks``) in a subprocess and
+reads its JSON: every table is printed, no request failed, and the store
+calls per request are as designed (none for an untouched session, one
+operation for a read).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+CONTENDERS = [
+    "bare", "cookie",
+    "gosession-memory", "flask-session-simplecache",
+    "gosession-redis", "flask-session-redis",
+    "gosession-sqlite", "flask-session-sqlite",
+]
+
+#: flask-gosession provider operations per request, by scenario.
+DESIGNED = {"untouched": 0, "read": 1, "write": 2, "new": 1}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], dict]:
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick",
+         "--contenders", ",".join(CONTENDERS),
+         "--http-contenders", "bare,gosession-memory", "--http-seconds", "1",
+         "--memory-sessions", "1000", "--gc-expired", "100", "--sql-gc-rows", "200",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done, json.loads(out.read_text())
+
+
+def test_every_table_is_printed(run):
+    done, _ = run
+    for heading in ("## Machine and command", "## Targets", "## In process",
+                    "### Store round trips per request", "## Over HTTP",
+                    "## Memory provider: RSS and GC", "## SQL garbage collection"):
+        assert heading in done.stdout
+    for scenario in ("untouched", "read", "write", "new"):
+        assert f"**{scenario}**" in done.stdout
+
+
+def test_every_contender_ran_or_says_why(run):
+    _, results = run
+    cells = results["inprocess"]["cells"]
+    for name in CONTENDERS:
+        if name in results["skipped"]:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"{name} skipped in CI: {results['skipped'][name]}")
+            continue
+        assert set(cells[name]) == set(DESIGNED)
+        for scenario, cell in cells[name].items():
+            assert cell["errors"] == [], (name, scenario, cell["errors"])
+            assert cell["mean_us"] > 0 and cell["p50_us"] > 0
+
+
+def test_store_calls_are_as_designed(run):
+    _, results = run
+    cells = results["inprocess"]["cells"]
+    ours = [n for n in CONTENDERS if n.startswith("gosession-") and n in cells]
+    assert "gosession-memory" in ours
+    for name in ours:
+        for scenario, operations in DESIGNED.items():
+            assert cells[name][scenario]["provider_calls"] == operations, (name, scenario)
+        # Lazy: an untouched session costs no round trip at all.
+        assert cells[name]["untouched"]["store_calls"] == 0, name
+    for name in ("gosession-memory", "gosession-redis"):
+        if name in cells:
+            # One round trip for a read (Redis: one script).
+            assert cells[name]["read"]["store_calls"] == 1, name
+    for name in ("bare", "cookie"):
+        for cell in cells[name].values():
+            assert cell["store_calls"] == 0
+
+
+def test_ratios_and_targets_are_computed(run):
+    done, results = run
+    ratios = results["inprocess"]["ratios"]
+    assert ratios["gosession-memory/bare/untouched"] > 0
+    assert ratios["gosession-memory/flask-session-simplecache/read"] > 0
+    assert ratios["gosession-memory/cookie/write"] > 0
+    assert "memory read vs Flask's cookie session" in done.stdout
+
+
+def test_http_level_ran_or_says_why(run):
+    _, results = run
+    http = results["http"]
+    if http.get("skipped"):
+        assert "not installed" in http["skipped"]
+        return
+    for name in ("bare", "gosession-memory"):
+        for scenario in DESIGNED:
+            cell = http["cells"][name][scenario]
+            assert cell["rps"] > 0 and cell["errors"] == [], (name, scenario, cell)
+
+
+def test_memory_and_gc_measurements(run):
+    _, results = run
+    [measured] = results["memory"]["runs"]
+    assert measured["sessions"] == 1000 and measured["expired"] == 100
+    assert measured["gc_removed"] == 100 and measured["gc_remaining"] == 1000
+    assert measured["bytes_per_session"] > 0
+    sqlite = [r for r in results["sql_gc"] if r["backend"] == "SQLite" and r["who"] == "flask-gosession"]
+    assert sqlite[0]["statements"] == 1 and sqlite[0]["removed"] == 200

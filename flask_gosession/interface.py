@@ -38,7 +38,10 @@ class GoSessionInterface(SessionInterface):
         name = manager.settings.cookie_name
         presented = request.cookies.get(name)
         if presented is None:
-            presented = request.args.get(name)
+            try:
+                presented = request.args.get(name)
+            except UnicodeDecodeError:  # raw non-UTF-8 bytes in the query
+                presented = None
             if presented is not None:
                 return manager.open(presented, via_url=True)
             return manager.open(None, via_url=True)

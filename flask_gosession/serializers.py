@@ -94,7 +94,7 @@ class MsgpackSerializer(Serializer):
             if isinstance(data, str):
                 data = data.encode("latin-1")
             return self._decode(data)
-        except (self._error, ValueError, TypeError, UnicodeError) as err:
+        except (self._error, ValueError, TypeError, UnicodeError, RecursionError) as err:
             raise CorruptRecordError(f"undecodable msgpack record: {err}") from err
 
 

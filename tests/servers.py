@@ -63,7 +63,10 @@ def free_port(also_free_offset: int | None = None) -> int:
         (a Redis Cluster node also binds its bus port, ``port + 10000``).
     """
     for _ in range(200):
-        port = random.randint(20000, 50000)
+        # Below the kernel's ephemeral range (32768-60999 here), so a
+        # client reconnecting to a stopped server cannot be handed the
+        # same port and connect to itself.
+        port = random.randint(12000, 22000)  # +10000 (cluster bus) stays below too
         if _port_is_free(port) and (
             also_free_offset is None or _port_is_free(port + also_free_offset)
         ):

@@ -497,7 +497,8 @@ def test_owned_engine_recovers_from_killed_connections(make, server_config, admi
     prov.session_init(key, rec(now, a=1))
     assert prov.engine.pool.checkedin() == 1
     kill(admin, backend_id(prov.engine))
-    # pool_pre_ping notices the dead connection before it is used: no error.
+    # The dead pooled connection fails in use and the read is retried on a
+    # fresh one: the caller sees no error.
     assert prov.session_read(key, now).data == {"a": 1}
     kill(admin, backend_id(prov.engine))
     assert prov.session_update(key, Change(set={"b": 2}, atime=now)) is Outcome.APPLIED

@@ -318,6 +318,7 @@ class FileProvider(Provider):
         with self._errors("collect expired sessions"):
             for stripe, files in self._stripes():
                 expired = []
+                stale = []
                 for entry in files:
                     if _KEY_RE.fullmatch(entry.name):
                         mtime = self._mtime_ns(entry.path)
@@ -331,10 +332,15 @@ class FileProvider(Provider):
                         except FileNotFoundError:
                             continue
                         if ctime <= temp_deadline:
-                            with contextlib.suppress(FileNotFoundError):
-                                os.unlink(entry.path)
-                if expired:
+                            stale.append(entry.path)
+                if expired or stale:
+                    # Writers hold the stripe lock from creating their temp
+                    # file until they rename it, so a temp file seen under
+                    # the lock was abandoned by a writer that died.
                     with self._locked(stripe):
+                        for path in stale:
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(path)
                         for path in expired:
                             mtime = self._mtime_ns(path)
                             if mtime is not None and mtime <= deadline:

@@ -155,7 +155,7 @@ class MemcachedProvider(Provider):
         if len(servers) == 1:
             client = pymemcache.client.base.PooledClient(servers[0], **options)
         else:
-            client = pymemcache.client.hash.HashClient(
+            client = _ring_client_class(pymemcache.client.hash.HashClient)(
                 servers,
                 use_pooling=True,
                 # Raise instead of returning a default (None for a get, i.e.
@@ -328,3 +328,21 @@ def _import_pymemcache() -> t.Any:
             "pip install flask-gosession[memcached]"
         ) from err
     return pymemcache
+
+
+def _ring_client_class(hash_client: type) -> type:
+    """A HashClient that calls the server without its failed-server
+    bookkeeping.
+
+    With the settings above the bookkeeping never takes a server out of the
+    ring anyway, and it is not thread-safe: two threads succeeding against a
+    recovering server both remove it from the failed list, and the second
+    raises ``KeyError`` (a 500). Errors now simply propagate, as intended.
+    """
+
+    class RingClient(hash_client):  # type: ignore[misc,valid-type]
+        def _safely_run_func(self, client: t.Any, func: t.Any, default_val: t.Any,
+                             *args: t.Any, **kwargs: t.Any) -> t.Any:
+            return func(*args, **kwargs)
+
+    return RingClient

@@ -16,7 +16,8 @@ Transactions. Engines this provider creates for the dialects it knows
 (SQLite, PostgreSQL, MySQL, MariaDB) run in autocommit mode, so every
 operation except :meth:`SQLProvider.session_update` is one statement and
 one round trip: no ``BEGIN``, no ``COMMIT``, no rollback when the connection
-goes back to the pool (plus the pool's liveness ping, ``pool_pre_ping``).
+goes back to the pool, and no liveness ping on checkout (a dead pooled
+connection is detected when used, and the operation retried; see below).
 :meth:`SQLProvider.session_update` then opens its own transaction on the
 autocommit connection: ``BEGIN`` (``BEGIN IMMEDIATE`` on SQLite, which takes
 the database's write lock up front, so two read-merge-write cycles cannot
@@ -45,8 +46,9 @@ pooled connection turns out to be dead (the server restarted, or the
 connection was killed), SQLAlchemy invalidates the pool and the operation is
 retried once on a fresh connection; every operation is idempotent, an
 update included (it re-applies the same per-key change), so the retry is
-safe and the caller never sees the dropped connection. Engines this
-provider creates also ping connections on checkout (``pool_pre_ping``), and
+safe and the caller never sees the dropped connection. That retry is why
+engines this provider creates do not ping connections on checkout
+(``pool_pre_ping``), which would double every read's round trips. They
 hide statement parameters (the session data) from error messages.
 """
 from __future__ import annotations
@@ -150,6 +152,11 @@ class SQLProvider(Provider):
         self._ready = False
         self._ready_lock = threading.Lock()
         self._dialect = dialect = self.engine.dialect.name
+        #: SQLite has one writer at a time and its lock-retry loop starves
+        #: some writers under load; queueing this process's writes behind a
+        #: lock keeps every wait short and fair (other processes still
+        #: meet SQLite's own busy timeout).
+        self._sqlite_writers: threading.Lock | None = threading.Lock() if dialect == "sqlite" else None
         #: True when connections autocommit and session_update issues its own
         #: BEGIN/COMMIT; false when every operation runs in engine.begin().
         self._explicit = _is_autocommit(self.engine)
@@ -236,7 +243,13 @@ class SQLProvider(Provider):
 
     # -- running -----------------------------------------------------------------
 
-    def _run(self, action: str, fn: t.Callable[[Connection], _T]) -> _T:
+    def _run(self, action: str, fn: t.Callable[[Connection], _T], write: bool = False) -> _T:
+        if write and self._sqlite_writers is not None:
+            with self._sqlite_writers:
+                return self._run_once_or_twice(action, fn)
+        return self._run_once_or_twice(action, fn)
+
+    def _run_once_or_twice(self, action: str, fn: t.Callable[[Connection], _T]) -> _T:
         """Run ``fn`` on a pooled connection, mapping errors to ProviderError.
 
         Retried once when the connection proved dead (SQLAlchemy then
@@ -340,11 +353,11 @@ class SQLProvider(Provider):
     def session_init(self, key: str, record: Record) -> None:
         params = {"k": key, "d": self.pack(record), "a": record.atime}
         if self._upsert is not None:
-            self._run("store the session", lambda conn: conn.execute(self._upsert, params))
+            self._run("store the session", lambda conn: conn.execute(self._upsert, params), write=True)
             return
         for attempt in (1, 2, 3):
             try:
-                self._run("store the session", lambda conn: self._update_or_insert(conn, params))
+                self._run("store the session", lambda conn: self._update_or_insert(conn, params), write=True)
                 return
             except ProviderError as err:
                 # A concurrent insert of the same key won: the update now finds it.
@@ -380,13 +393,13 @@ class SQLProvider(Provider):
                     conn.execute(self._update, {"k": key, "d": self.pack(record), "a": record.atime})
                 return outcome
 
-        return self._run("update the session", merge)
+        return self._run("update the session", merge, write=True)
 
     def session_touch(self, key: str, atime: float) -> None:
-        self._run("touch the session", lambda conn: conn.execute(self._touch, {"k": key, "a": atime}))
+        self._run("touch the session", lambda conn: conn.execute(self._touch, {"k": key, "a": atime}), write=True)
 
     def session_destroy(self, key: str) -> None:
-        self._run("destroy the session", lambda conn: conn.execute(self._delete, {"k": key}))
+        self._run("destroy the session", lambda conn: conn.execute(self._delete, {"k": key}), write=True)
 
     def session_gc(self, max_lifetime: int) -> int:
         """One indexed ``DELETE ... WHERE atime <= now - max_lifetime``."""
@@ -394,6 +407,7 @@ class SQLProvider(Provider):
         return self._run(
             "collect expired sessions",
             lambda conn: conn.execute(self._gc, {"deadline": deadline}).rowcount,
+            write=True,
         )
 
     # -- administration ----------------------------------------------------------
@@ -402,7 +416,7 @@ class SQLProvider(Provider):
         return self._run("count sessions", lambda conn: conn.execute(self._count).scalar_one())
 
     def session_clear(self) -> int:
-        return self._run("clear sessions", lambda conn: conn.execute(self._clear).rowcount)
+        return self._run("clear sessions", lambda conn: conn.execute(self._clear).rowcount, write=True)
 
     def close(self) -> None:
         """Dispose of the engine if this provider created it; a shared one is left alone."""
@@ -466,7 +480,8 @@ def _create_engine(
     connect_args = _timeout_args(backend, driver, timeout)
     connect_args.update(extra_args)
     kwargs: dict[str, t.Any] = {
-        "pool_pre_ping": True,
+        # No pool_pre_ping: _run retries once on a connection that died in
+        # use, so a ping per checkout would only add a round trip.
         # Parameters carry session data: keep them out of error messages.
         "hide_parameters": True,
     }

@@ -7,14 +7,28 @@ it, for example with a parametrized fixture over every backend) and
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import typing as t
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 import backends
 from apps import make_app
 from clock import FakeClock
+
+# Hypothesis: "ci" (selected by CI=true) runs the fuzz properties at full
+# strength (at least 10,000 examples each), with fresh random inputs every
+# run (a failure prints the blob that reproduces it) and no example
+# database; "dev" is the quick local default. HYPOTHESIS_PROFILE picks one.
+hypothesis_settings.register_profile(
+    "ci", max_examples=10_000, database=None, print_blob=True, derandomize=False, deadline=None
+)
+hypothesis_settings.register_profile("dev", max_examples=200)
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if backends.IN_CI else "dev")
+)
 
 # Every fixture defined in a tests/backends/<family>.py module becomes
 # visible to all tests, so a new provider family only adds its own module.

@@ -243,13 +243,14 @@ def evaluate(results: dict[str, t.Any]) -> list[Target]:
     big = runs.get(1_000_000) or (max(runs.values(), key=lambda r: r["sessions"]) if runs else None)
     if big is not None:
         rss = big["rss_after"] / MB
+        full = big["sessions"] >= 1_000_000
+        small = "" if full else "fewer sessions than the target's 1,000,000"
         targets.append(Target(f"memory provider RSS with {big['sessions']:,} small sessions",
-                              "≤ 600 MB", f"{rss:.0f} MB", "", rss <= 600 if big["sessions"] >= 1_000_000 else None))
+                              "≤ 600 MB", f"{rss:.0f} MB", "", rss <= 600 if full else None, small))
         gc_ok = big["gc_removed"] == big["expired"] and big["gc_ms"] <= 50
         targets.append(Target(
             f"one GC pass: {big['expired']:,} expired among {big['gc_remaining']:,} live",
-            "≤ 50 ms", f"{big['gc_ms']:.1f} ms", "",
-            gc_ok if big["sessions"] >= 1_000_000 else None))
+            "≤ 50 ms", f"{big['gc_ms']:.1f} ms", "", gc_ok if full else None, small))
     for run in results.get("sql_gc", []):
         if run.get("who") != "flask-gosession" or run.get("skipped"):
             continue
@@ -263,7 +264,7 @@ def evaluate(results: dict[str, t.Any]) -> list[Target]:
 def targets_table(targets: list[Target]) -> str:
     rows = []
     for target in targets:
-        verdict = {True: "met", False: "**missed**", None: "not measured at full size"}[target.met]
+        verdict = {True: "met", False: "**missed**", None: "not measured"}[target.met]
         rows.append([target.name, target.threshold, target.inprocess, target.http or "–",
                      verdict + (f" ({target.note})" if target.note else "")])
     return table(["target", "threshold", "in process", "over HTTP", "verdict"], rows)
@@ -274,7 +275,7 @@ def full_report(results: dict[str, t.Any]) -> str:
     meta = results["meta"]
     parts = ["## Machine and command", "", "```", meta["command"], "```", ""]
     parts += [f"- {k}: {v}" for k, v in meta["machine"].items()]
-    parts += [f"- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())]
+    parts += ["- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())]
     if results.get("skipped"):
         parts += ["", "Skipped contenders:", ""]
         parts += [f"- {name}: {reason}" for name, reason in results["skipped"].items()]

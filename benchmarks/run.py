@@ -13,7 +13,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 import typing as t
 
 from . import contenders as contenders_mod
@@ -310,7 +309,7 @@ def profiles(built: list[contenders_mod.Contender], scenarios: list[str]) -> dic
 
 def pin(services: Services, cpus: set[int]) -> None:
     """Set the CPU affinity of this process and of the servers it started."""
-    pids = [os.getpid()] + [server.proc.pid for server in services._servers]
+    pids = [os.getpid(), *services.server_pids()]
     for pid in pids:
         try:
             tasks = os.listdir(f"/proc/{pid}/task")

@@ -132,6 +132,10 @@ class Services:
     def table(self, family: str) -> str:
         return f"bench_{family}_{self.tag}"
 
+    def server_pids(self) -> list[int]:
+        """Process ids of the servers started here (not of external ones)."""
+        return [server.proc.pid for server in self._servers]
+
     def on_close(self, fn: t.Callable[[], None]) -> None:
         self._cleanups.append(fn)
 
@@ -203,6 +207,8 @@ def _check_postgres(url: str) -> None:
         engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
     except ImportError as err:
         raise Unavailable(f"no PostgreSQL driver: {err}") from err
+    except (TypeError, sa.exc.ArgumentError) as err:
+        raise Unavailable(f"unusable PostgreSQL URL {parsed.render_as_string()}: {err}") from err
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")

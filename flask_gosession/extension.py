@@ -9,13 +9,12 @@ import weakref
 from .errors import ProviderError, StoreUnavailable
 from .interface import GoSessionInterface
 from .manager import Manager
-from .providers.base import Provider
-from .registry import resolve
+from .registry import build_provider
 from .settings import load_settings
 from .tokens import TokenGuard, gosession_token, gosession_token_field
 
 if t.TYPE_CHECKING:
-    from flask import Blueprint, Flask
+    from flask import Flask
 
 _interface = GoSessionInterface()
 
@@ -46,14 +45,7 @@ class GoSession:
         :raises RegistryError: for an unknown or unimportable provider.
         """
         settings = load_settings(app)
-        spec = resolve(app.config["GOSESSION_PROVIDER"])
-        if isinstance(spec, Provider):
-            provider = spec
-        else:
-            for key, value in spec.config_defaults(app).items():
-                app.config.setdefault(key, value)
-            provider = spec.from_config(app)
-        manager = Manager(provider, settings, clock=self.clock)
+        manager = Manager(build_provider(app), settings, clock=self.clock)
         app.extensions["gosession"] = manager
         app.session_interface = _interface
 

@@ -21,6 +21,9 @@ from importlib.metadata import entry_points
 from .errors import RegistryError
 from .providers.base import Provider
 
+if t.TYPE_CHECKING:
+    from flask import Flask
+
 #: The entry-point group scanned for third-party providers.
 ENTRY_POINT_GROUP = "flask_gosession.providers"
 
@@ -115,6 +118,23 @@ def resolve(spec: str | ProviderSpec) -> ProviderSpec:
         f"with flask_gosession.register(), exposed in the {ENTRY_POINT_GROUP!r} "
         "entry-point group, or named by a dotted path 'package.module:Class'."
     )
+
+
+def build_provider(app: Flask) -> Provider:
+    """The provider selected by ``app.config["GOSESSION_PROVIDER"]``.
+
+    A registered instance is used as is; a class gets its
+    :meth:`~Provider.config_defaults` applied with ``setdefault`` and is
+    built with :meth:`~Provider.from_config`.
+    :raises RegistryError: as :func:`resolve`.
+    :raises ConfigError: for a bad provider setting.
+    """
+    spec = resolve(app.config["GOSESSION_PROVIDER"])
+    if isinstance(spec, Provider):
+        return spec
+    for key, value in spec.config_defaults(app).items():
+        app.config.setdefault(key, value)
+    return spec.from_config(app)
 
 
 def _load(module: str, attr: str, spec: str, extra: str | None) -> ProviderSpec:

@@ -16,8 +16,8 @@ from flask import Flask
 from backends import ALL_BACKENDS
 from clock import FakeClock
 from flask_gosession.errors import CorruptRecordError
-from flask_gosession.providers.base import FORWARD_FIELD, Change, Outcome, Provider, Record
-from flask_gosession.registry import resolve
+from flask_gosession.providers.base import FORWARD_FIELD, Change, Outcome, Record
+from flask_gosession.registry import build_provider
 
 
 def new_key() -> str:
@@ -29,13 +29,7 @@ def provider(request, tmp_path):
     config = request.getfixturevalue(f"backend_{request.param}")
     app = Flask(__name__, instance_path=str(tmp_path / "instance"))
     app.config.update(config)
-    spec = resolve(app.config["GOSESSION_PROVIDER"])
-    if isinstance(spec, Provider):
-        prov = spec
-    else:
-        for key, value in spec.config_defaults(app).items():
-            app.config.setdefault(key, value)
-        prov = spec.from_config(app)
+    prov = build_provider(app)
     clock = FakeClock()
     prov.clock = clock
     prov.max_lifetime = 3600

@@ -49,10 +49,8 @@ class GoSession:
         app.extensions["gosession"] = manager
         app.session_interface = _interface
 
-        guard = TokenGuard(manager, self.exempt_blueprints)
-        manager.guard = guard  # type: ignore[attr-defined]
         if settings.token_check:
-            app.before_request(guard.hook())
+            app.before_request(TokenGuard(manager, self.exempt_blueprints).hook())
         app.add_template_global(gosession_token, "gosession_token")
         app.add_template_global(gosession_token_field, "gosession_token_field")
         app.register_error_handler(ProviderError, _store_unavailable)

@@ -20,6 +20,7 @@ from flask import current_app, request
 
 from . import signals
 from .errors import CorruptRecordError, ProviderError
+from .meta import AGENT, CREATED, FORWARD_UNTIL, ISSUED, PREVIOUS, TOKEN
 from .ids import is_valid_sid, label, new_sid, new_token, open_forward, seal_forward, store_key
 from .providers.base import FORWARD_FIELD, Change, Outcome, Provider, Record, apply_change
 from .serializers import get_serializer, tag, untag
@@ -30,10 +31,6 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger("flask_gosession")
 
-#: Meta fields: creation time, id issue time, token, permanent flag,
-#: user-agent fingerprint, forwarding (sealed new id, grace deadline) and
-#: the key of the id this one replaced.
-CREATED, ISSUED, TOKEN, PERMANENT, AGENT, FORWARD_UNTIL, PREVIOUS = "c", "i", "t", "p", "u", "fx", "b"
 _MAX_HOPS = 4
 
 

@@ -11,6 +11,8 @@ import typing as t
 
 from flask.sessions import SessionMixin
 
+from .meta import PERMANENT
+
 if t.TYPE_CHECKING:
     from flask import Request
 
@@ -151,14 +153,14 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
     @property
     def permanent(self) -> bool:  # type: ignore[override]
         self._ensure()
-        return bool(self.meta.get("p", False))
+        return bool(self.meta.get(PERMANENT, False))
 
     @permanent.setter
     def permanent(self, value: bool) -> None:
         self._ensure()
         value = bool(value)
-        if value != bool(self.meta.get("p", False)):
-            self.set_meta("p", True if value else None)
+        if value != bool(self.meta.get(PERMANENT, False)):
+            self.set_meta(PERMANENT, True if value else None)
 
     @property
     def modified(self) -> bool:  # type: ignore[override]

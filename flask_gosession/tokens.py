@@ -20,10 +20,9 @@ from markupsafe import Markup, escape
 from . import signals
 from .errors import TokenError
 from .ids import label, new_token
+from .meta import TOKEN
 
 if t.TYPE_CHECKING:
-    from flask import Blueprint
-
     from .manager import Manager
     from .session import ServerSession
 
@@ -62,10 +61,6 @@ class TokenGuard:
     def __init__(self, manager: Manager, exempt_blueprints: t.AbstractSet[str]) -> None:
         self.manager = manager
         self.exempt_blueprints = exempt_blueprints
-
-    def exempt_blueprint(self, blueprint: Blueprint | str) -> None:
-        name = blueprint if isinstance(blueprint, str) else blueprint.name
-        t.cast(set, self.exempt_blueprints).add(name)
 
     def is_exempt(self) -> bool:
         view = current_app.view_functions.get(request.endpoint or "")
@@ -111,7 +106,7 @@ class TokenGuard:
         else:
             if settings.token_one_time:
                 token = new_token()
-                sess.set_meta("t", token)
+                sess.set_meta(TOKEN, token)
                 sess.accepted_tokens = (token,)
             return
         sess.discard = True

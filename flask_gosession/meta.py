@@ -1,0 +1,23 @@
+"""Names of the internal fields a record keeps in its ``meta`` part.
+
+Short, because they are stored with every session. The manager owns them;
+they are never among the user's keys. The forwarding field is
+:data:`flask_gosession.providers.base.FORWARD_FIELD`, because providers act
+on it too.
+"""
+from __future__ import annotations
+
+#: Creation time (absolute timeout counts from here).
+CREATED = "c"
+#: When the current id was issued (rotation by age counts from here).
+ISSUED = "i"
+#: The per-session request token.
+TOKEN = "t"
+#: Present (True) when the session is permanent in Flask's sense.
+PERMANENT = "p"
+#: Fingerprint of the User-Agent, with GOSESSION_BIND_USER_AGENT.
+AGENT = "u"
+#: Until when a rotated-out id keeps forwarding.
+FORWARD_UNTIL = "fx"
+#: The store key of the id this session replaced by age.
+PREVIOUS = "b"

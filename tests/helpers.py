@@ -19,3 +19,41 @@ def stored(app: t.Any, sid: str) -> t.Any:
 
 def set_cookies(response: t.Any) -> list[str]:
     return response.headers.getlist("Set-Cookie")
+
+
+def concurrent_writers(providers: list, key: str, now: float, *, writers: int, rounds: int,
+                       delete_own: bool = False, timeout: float = 60) -> None:
+    """Race ``writers`` threads on one record, each owning key ``k<n>``.
+
+    Writer ``n`` uses ``providers[n % len(providers)]`` (several client
+    instances stand for several processes) and writes ``k<n> = 0..rounds-1``;
+    with ``delete_own`` it also deletes ``gone<n>`` each time. Every update
+    must be APPLIED, and afterwards each ``k<n>`` holds its last value and
+    every ``gone<n>`` is gone.
+    """
+    import threading
+
+    from flask_gosession.providers.base import Change, Outcome
+
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        provider = providers[n % len(providers)]
+        deleted = {f"gone{n}"} if delete_own else frozenset()
+        try:
+            for i in range(rounds):
+                change = Change(set={f"k{n}": i}, deleted=deleted, atime=now + i)
+                outcome = provider.session_update(key, change)
+                assert outcome is Outcome.APPLIED, outcome
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), "writers did not finish in time"
+    assert not errors, errors
+    data = providers[-1].session_read(key, now).data
+    assert data == {f"k{n}": rounds - 1 for n in range(writers)}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
 
 import pytest
 from flask import Flask
@@ -18,6 +17,7 @@ from clock import FakeClock
 from flask_gosession.errors import CorruptRecordError
 from flask_gosession.providers.base import FORWARD_FIELD, Change, Outcome, Record
 from flask_gosession.registry import build_provider
+from helpers import concurrent_writers
 
 
 def new_key() -> str:
@@ -165,20 +165,4 @@ def test_corrupt_record_raises_corrupt_error(provider):
 def test_concurrent_updates_to_different_keys_all_survive(provider):
     key, now = new_key(), provider.clock()
     provider.session_init(key, rec(now))
-    errors: list[BaseException] = []
-
-    def writer(n: int) -> None:
-        try:
-            for i in range(20):
-                out = provider.session_update(key, Change(set={f"k{n}": i}, atime=now))
-                assert out is Outcome.APPLIED
-        except BaseException as err:  # pragma: no cover - reported below
-            errors.append(err)
-
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(30)
-    assert not errors
-    assert provider.session_read(key, now).data == {f"k{n}": 19 for n in range(6)}
+    concurrent_writers([provider], key, now, writers=6, rounds=20)

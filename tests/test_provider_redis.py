@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
 import time
 import typing as t
 
@@ -22,6 +21,7 @@ from clock import FakeClock
 from flask_gosession.errors import ConfigError, CorruptRecordError, ProviderError
 from flask_gosession.providers.base import FORWARD_FIELD, Change, Outcome, Record
 from flask_gosession.providers.redis import RedisProvider
+from helpers import concurrent_writers
 
 
 def new_key() -> str:
@@ -267,25 +267,7 @@ def test_concurrent_updates_from_several_clients_all_survive(make, request, back
     providers = [make(**config) for _ in range(3)]
     key, now = new_key(), providers[0].clock()
     providers[0].session_init(key, rec(now, **{f"gone{n}": 0 for n in range(8)}))
-    errors: list[BaseException] = []
-
-    def writer(n: int) -> None:
-        prov = providers[n % len(providers)]
-        try:
-            for i in range(25):
-                change = Change(set={f"k{n}": i}, deleted={f"gone{n}"}, atime=now + i)
-                assert prov.session_update(key, change) is Outcome.APPLIED
-        except BaseException as err:  # pragma: no cover - reported below
-            errors.append(err)
-
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(30)
-    assert not any(th.is_alive() for th in threads)
-    assert not errors
-    assert providers[1].session_read(key, now).data == {f"k{n}": 24 for n in range(8)}
+    concurrent_writers(providers, key, now, writers=8, rounds=25, delete_own=True, timeout=30)
 
 
 # -- failures and recovery ---------------------------------------------------------------

@@ -32,13 +32,7 @@ def unique_prefix() -> str:
 @pytest.fixture(scope="session")
 def memcached_shared_servers() -> t.Iterator[list[servers.ServerProcess]]:
     """Two throwaway ``memcached`` for every test of the run."""
-    started = [_start()]
-    try:
-        started.append(_start())
-        yield started
-    finally:
-        for server in started:
-            server.stop()
+    yield from _two_servers()
 
 
 @pytest.fixture
@@ -52,13 +46,7 @@ def memcached_server() -> t.Iterator[servers.ServerProcess]:
 @pytest.fixture
 def memcached_pair() -> t.Iterator[list[servers.ServerProcess]]:
     """Two private ``memcached`` this test may kill and restart."""
-    started = [_start()]
-    try:
-        started.append(_start())
-        yield started
-    finally:
-        for server in started:
-            server.stop()
+    yield from _two_servers()
 
 
 @pytest.fixture
@@ -98,3 +86,14 @@ def corrupt_memcached() -> t.Callable[[t.Any], t.Callable[[str, bytes], None]]:
 def corrupt_memcached_pair() -> t.Callable[[t.Any], t.Callable[[str, bytes], None]]:
     """Factory: ``fn(provider)`` returns ``write(key, raw)`` storing raw bytes."""
     return _corrupt_memcached
+
+
+def _two_servers() -> t.Iterator[list[servers.ServerProcess]]:
+    """Start two ``memcached``, yield them, and stop whichever started."""
+    started = [_start()]
+    try:
+        started.append(_start())
+        yield started
+    finally:
+        for server in started:
+            server.stop()

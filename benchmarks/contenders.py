@@ -149,7 +149,7 @@ def _gosession(name: str, backend: str, services: Services) -> Contender:
 
     counter: counting.Counter
     if backend == "redis":
-        counter = counting.redis_counter(lambda: provider().client)
+        counter = counting.redis_counter(services.redis_url)
     elif backend == "memcached":
         counter = counting.memcached_counter(lambda: provider().client)
     elif backend in ("sqlite", "postgresql"):
@@ -192,7 +192,7 @@ def _flask_session(name: str, backend: str, services: Services) -> Contender:
         client = redis.Redis.from_url(services.redis_url)
         app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client)
         Session(app)
-        counter = counting.redis_counter(lambda: client)
+        counter = counting.redis_counter(services.redis_url)
         closers.append(client.close)
     elif backend == "memcached":
         _need("pymemcache", "pymemcache")

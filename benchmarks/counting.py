@@ -3,8 +3,9 @@
 Every wrapper passes calls through unchanged and is installed only for the
 counting pass, never while requests are timed. What one "call" is:
 
-* Redis: one command sent (``execute_command``; a Lua script is one
-  ``EVALSHA``);
+* Redis: one command sent on a connection of the contender's server
+  (``Connection.send_command``, through which both redis-py's client and
+  flask-gosession's fast lane send; a Lua script is one ``EVALSHA``);
 * memcached: one command method of the pymemcache client (``get``, ``set``,
   ``gets``, ``cas``, ``delete``, ``touch`` ...);
 * SQL: one statement executed on a cursor (explicit ``BEGIN`` and
@@ -70,8 +71,37 @@ class MethodCounter(Counter):
         self._wrap(self._get(), self._names)
 
 
-def redis_counter(get_client: t.Callable[[], t.Any]) -> Counter:
-    return MethodCounter(get_client, ["execute_command"])
+class RedisCounter(Counter):
+    """Commands sent by any redis-py connection to one server address.
+
+    Counting on the connection class rather than on a client object counts
+    every way of sending a command, whichever client or lane sends it.
+    """
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        from redis.connection import parse_url
+
+        kwargs = parse_url(url)
+        self._address = (kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)))
+
+    def install(self) -> None:
+        from redis.connection import AbstractConnection
+
+        send = AbstractConnection.send_command
+        address = self._address
+
+        def counted(conn: t.Any, *args: t.Any, **kwargs: t.Any) -> None:
+            if (getattr(conn, "host", None), getattr(conn, "port", None)) == address:
+                self.count += 1
+            send(conn, *args, **kwargs)
+
+        AbstractConnection.send_command = counted  # type: ignore[method-assign]
+        self._undo.append(lambda: setattr(AbstractConnection, "send_command", send))
+
+
+def redis_counter(url: str) -> Counter:
+    return RedisCounter(url)
 
 
 MEMCACHED_METHODS = ("get", "gets", "get_many", "gets_many", "set", "set_many", "add", "replace",

@@ -18,7 +18,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 from .contenders import Contender
-from .scenarios import SCENARIOS, call, environ, seed
+from .scenarios import SCENARIOS, call, check, environ, seed
 
 
 @dataclass
@@ -101,6 +101,13 @@ def run(
 ) -> InProcessResults:
     """Run the in-process level and return its results."""
     results = InProcessResults(requests, rounds)
+    broken = {c.name: check(c.app) for c in contenders if c.family != "bare"}
+    for name, problem in broken.items():
+        if problem is not None:
+            progress(f"  {name} is broken and is not timed: {problem}")
+            for scenario in scenarios:
+                results.cell(name, scenario).errors.append(problem)
+    contenders = [c for c in contenders if broken.get(c.name) is None]
     pairs = [(c, s) for c in contenders for s in scenarios]
     rng = random.Random(seed_value)
 

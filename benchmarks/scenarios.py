@@ -7,8 +7,8 @@ WSGI environs that drive them.
     a view that reads one key of an existing session;
 ``write``
     a view that changes one key of an existing session (a visit counter:
-    ``session["n"] = session.get("n", 0) + 1``), on ``GET`` so that no
-    contender needs a form token;
+    ``session["n"] = session.get("n", 0) + 1``, returned as the body), on
+    ``GET`` so that no contender needs a form token;
 ``new``
     the first visit: no cookie, and the view stores a small session
     (``user`` and ``n``), which creates it.
@@ -46,7 +46,7 @@ def add_views(app: Flask, *, uses_session: bool) -> None:
         @app.get("/write")
         def write() -> str:
             session["n"] = session.get("n", 0) + 1
-            return "ok"
+            return str(session["n"])
 
         @app.get("/new")
         def new() -> str:
@@ -81,6 +81,7 @@ def environ(path: str, cookie: str | None) -> dict[str, t.Any]:
 class _Response:
     status = ""
     headers: list[tuple[str, str]] = []
+    body = b""
 
 
 def call(app: t.Callable[..., t.Any], env: dict[str, t.Any]) -> _Response:
@@ -93,8 +94,7 @@ def call(app: t.Callable[..., t.Any], env: dict[str, t.Any]) -> _Response:
 
     body = app(dict(env), start_response)
     try:
-        for _ in body:
-            pass
+        response.body = b"".join(body)
     finally:
         close = getattr(body, "close", None)
         if close is not None:
@@ -125,3 +125,31 @@ def seed(app: t.Callable[..., t.Any]) -> str:
     if not response.status.startswith("200"):
         raise RuntimeError(f"seeding a session failed: {response.status}")
     return cookie_from(response.headers) or dummy_cookie()
+
+
+def check(app: t.Callable[..., t.Any]) -> str | None:
+    """Check that a session-using contender really keeps its session.
+
+    A contender that silently dropped the session (say, a store reply it
+    cannot decode read as "no session") would look fast and measure
+    nothing; the harness refuses to time it. Seeds a session, then expects
+    ``/read`` to return the stored user and two ``/write`` requests (each
+    sending the cookie the previous response set, if any) to count 1 and 2.
+
+    :returns: what went wrong, or None.
+    """
+    env = environ("/read", seed(app))
+    got = call(app, env).body.decode()
+    if got != NEW_SESSION["user"]:
+        return f"/read returned {got!r}, not the stored {NEW_SESSION['user']!r}"
+    env["PATH_INFO"] = "/write"
+    counts = []
+    for _ in range(2):
+        response = call(app, env)
+        counts.append(response.body.decode())
+        cookie = cookie_from(response.headers)
+        if cookie is not None:  # the signed-cookie session travels in it
+            env["HTTP_COOKIE"] = cookie
+    if counts != ["1", "2"]:
+        return f"two /write requests returned {counts}, not ['1', '2']"
+    return None

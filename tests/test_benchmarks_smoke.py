@@ -80,7 +80,7 @@ def test_store_calls_are_as_designed(run):
         assert cells[name]["untouched"]["store_calls"] == 0, name
     for name in ("gosession-memory", "gosession-redis"):
         if name in cells:
-            # One round trip for a read (Redis: one script).
+            # One round trip for a read (Redis: one HGETALL).
             assert cells[name]["read"]["store_calls"] == 1, name
     for name in ("bare", "cookie"):
         for cell in cells[name].values():

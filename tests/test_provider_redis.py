@@ -2,11 +2,13 @@
 failures and recovery, Redis Cluster and Sentinel.
 
 Everything runs against real throwaway servers (see ``servers.py``); round
-trips are counted by a real connection class that counts what it sends.
+trips are counted on redis-py's real connections, which record each
+command they send (one command sent, one round trip).
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import time
 import typing as t
@@ -54,17 +56,35 @@ def make() -> t.Iterator[t.Callable[..., RedisProvider]]:
 
 
 @pytest.fixture
-def counted(redis_shared_server: servers.RedisServer) -> t.Iterator[tuple[redis.Redis, list[int]]]:
-    """A client whose connections count what they send: one send, one round trip."""
-    sent = [0]
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the commands every redis-py connection sends from now on.
 
-    class CountingConnection(redis.Connection):
-        def send_packed_command(self, command: t.Any, check_health: bool = True) -> None:
-            sent[0] += 1
-            super().send_packed_command(command, check_health)
+    Every command, from the client's machinery and from the provider's fast
+    lane alike, goes out through ``Connection.send_command``.
+    """
+    names: list[str] = []
+    send = redis.connection.AbstractConnection.send_command
 
-    client = redis.Redis.from_url(redis_shared_server.url, connection_class=CountingConnection)
-    yield client, sent
+    def counting(self: t.Any, *args: t.Any, **kwargs: t.Any) -> None:
+        names.append(str(args[0]).upper())
+        send(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_command", counting)
+    return names
+
+
+@pytest.fixture(params=["built", "supplied"])
+def client_config(request, redis_shared_server: servers.RedisServer) -> t.Iterator[dict[str, t.Any]]:
+    """Config for a provider on a client it builds from the URL (which
+    takes the fast lane) or on one the application supplies."""
+    config: dict[str, t.Any] = {"GOSESSION_KEY_PREFIX": unique_prefix()}
+    if request.param == "built":
+        config["GOSESSION_REDIS_URL"] = redis_shared_server.url
+        yield config
+        return
+    client = redis.Redis.from_url(redis_shared_server.url)
+    config["GOSESSION_REDIS"] = client
+    yield config
     client.close()
 
 
@@ -80,7 +100,7 @@ def test_layout_is_one_hash_per_session(make, backend_redis):
     assert prov.client.type(prov.key_prefix + key) == b"hash"
 
 
-def test_ttl_is_native_and_renewed_by_every_operation(make, backend_redis):
+def test_ttl_is_native_and_renewed_by_every_write(make, backend_redis):
     prov = make(**backend_redis)
     prov.max_lifetime = 120
     key, now = new_key(), prov.clock()
@@ -88,7 +108,6 @@ def test_ttl_is_native_and_renewed_by_every_operation(make, backend_redis):
     prov.session_init(key, rec(now, a=1))
     assert 110 <= prov.client.ttl(store_key) <= 120
     for operation in (
-        lambda: prov.session_read(key, now),
         lambda: prov.session_update(key, Change(set={"b": 2}, atime=now)),
         lambda: prov.session_touch(key, now),
     ):
@@ -98,12 +117,20 @@ def test_ttl_is_native_and_renewed_by_every_operation(make, backend_redis):
     assert prov.session_gc(120) == 0
 
 
-def test_read_refreshes_stored_atime_and_returns_previous(make, backend_redis):
-    prov = make(**backend_redis)
+def test_read_is_one_plain_hgetall_that_changes_nothing(make, client_config, sent):
+    # The read is the cheapest possible round trip; the manager refreshes
+    # the access time and TTL with a touch once per refresh interval.
+    prov = make(**client_config)
+    assert prov.touches_on_read is False
     key = new_key()
+    store_key = prov.key_prefix + key
     prov.session_init(key, rec(100.0, a=1))
-    assert prov.session_read(key, 150.25).atime == 100.0
-    assert prov.client.hget(prov.key_prefix + key, "a") == b"150.25"
+    prov.client.expire(store_key, 50)
+    sent.clear()
+    assert prov.session_read(key, 150.25) == Record({"a": 1}, {"c": 100.0}, 100.0)
+    assert sent == ["HGETALL"]
+    assert prov.client.hget(store_key, "a") == b"100.0"
+    assert prov.client.ttl(store_key) <= 50
 
 
 def test_touch_and_update_never_create(make, backend_redis):
@@ -149,9 +176,8 @@ def test_large_records_pass_lua_argument_limits(make, backend_redis):
 # -- round trips --------------------------------------------------------------------
 
 
-def test_each_operation_is_one_round_trip(make, counted):
-    client, sent = counted
-    prov = make(GOSESSION_REDIS=client, GOSESSION_KEY_PREFIX=unique_prefix())
+def test_each_operation_is_one_round_trip(make, client_config, sent):
+    prov = make(**client_config)
     key, now = new_key(), prov.clock()
     # Warm up: the connection handshake and loading the scripts.
     prov.session_init(key, rec(now, a=1))
@@ -160,9 +186,9 @@ def test_each_operation_is_one_round_trip(make, counted):
     prov.session_touch(key, now)
 
     def trips(operation: t.Callable[[], t.Any]) -> int:
-        sent[0] = 0
+        sent.clear()
         operation()
-        return sent[0]
+        return len(sent)
 
     assert trips(lambda: prov.session_init(key, rec(now, a=1, b=2))) == 1
     assert trips(lambda: prov.session_read(key, now + 1)) == 1
@@ -173,13 +199,15 @@ def test_each_operation_is_one_round_trip(make, counted):
     assert trips(lambda: prov.session_destroy(key)) == 1
 
 
-def test_scripts_reload_after_script_flush(make, counted):
-    client, _ = counted
-    prov = make(GOSESSION_REDIS=client, GOSESSION_KEY_PREFIX=unique_prefix())
+def test_scripts_reload_after_script_flush(make, client_config):
+    prov = make(**client_config)
     key, now = new_key(), prov.clock()
     prov.session_init(key, rec(now, a=1))
-    client.script_flush()
-    assert prov.session_read(key, now).data == {"a": 1}
+    prov.client.script_flush()
+    assert prov.session_update(key, Change(set={"b": 2}, atime=now)) is Outcome.APPLIED
+    prov.client.script_flush()
+    prov.session_touch(key, now + 1)
+    assert prov.session_read(key, now) == Record({"a": 1, "b": 2}, {"c": now}, now + 1)
 
 
 # -- corrupt records -------------------------------------------------------------------
@@ -268,6 +296,74 @@ def test_concurrent_updates_from_several_clients_all_survive(make, request, back
     key, now = new_key(), providers[0].clock()
     providers[0].session_init(key, rec(now, **{f"gone{n}": 0 for n in range(8)}))
     concurrent_writers(providers, key, now, writers=8, rounds=25, delete_own=True, timeout=30)
+
+
+# -- the fast lane ------------------------------------------------------------------------
+
+
+def test_fast_lane_speaks_resp3_too(make, redis_shared_server):
+    prov = make(GOSESSION_REDIS_URL=redis_shared_server.url + "?protocol=3",
+                GOSESSION_KEY_PREFIX=unique_prefix())
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=[1, 2]))
+    assert prov.session_update(key, Change(set={"b": "x"}, atime=now + 1)) is Outcome.APPLIED
+    assert prov.session_read(key, now) == Record({"a": [1, 2], "b": "x"}, {"c": now}, now + 1)
+
+
+def test_fast_lane_reuses_a_connection_after_an_error_reply(make, redis_shared_server):
+    prov = make(GOSESSION_REDIS_URL=redis_shared_server.url, GOSESSION_KEY_PREFIX=unique_prefix())
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    connection = prov._send("CLIENT", "ID")
+    prov.client.set(prov.key_prefix + "wrong", b"a string")
+    for _ in range(5):
+        with pytest.raises(CorruptRecordError):
+            prov.session_read("wrong", now)
+        # The error reply was read in full: the connection stays, in sync.
+        assert prov.session_read(key, now).data == {"a": 1}
+    assert prov._send("CLIENT", "ID") == connection
+
+
+def test_fast_lane_replaces_a_connection_the_server_closed(make, redis_shared_server):
+    name = "lane-" + secrets.token_hex(4)
+    prov = make(GOSESSION_REDIS_URL=f"{redis_shared_server.url}?client_name={name}",
+                GOSESSION_KEY_PREFIX=unique_prefix())
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    with redis.Redis.from_url(redis_shared_server.url) as admin:
+        killed = sum(
+            admin.client_kill_filter(_id=c["id"]) for c in admin.client_list()
+            if c.get("name", "").startswith(name)
+        )
+        assert killed >= 1
+        # Every idle connection of the provider is dead now; the one retry
+        # on a fresh connection hides it from the caller.
+        assert prov.session_read(key, now).data == {"a": 1}
+        assert prov.session_update(key, Change(set={"b": 2}, atime=now)) is Outcome.APPLIED
+
+
+def test_forked_child_never_shares_the_parents_connections(make, redis_shared_server):
+    prov = make(GOSESSION_REDIS_URL=redis_shared_server.url, GOSESSION_KEY_PREFIX=unique_prefix())
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    parent_id = prov._send("CLIENT", "ID")
+    assert prov._send("CLIENT", "ID") == parent_id  # the idle connection is reused
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its connection and what it read, then leave
+        try:
+            child_id = prov._send("CLIENT", "ID")
+            data = prov.session_read(key, now).data
+            os.write(write_end, f"{child_id} {data['a']}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child_id, value = pipe.read().split()
+    os.waitpid(pid, 0)
+    assert int(child_id) != parent_id and value == "1"
+    assert prov._send("CLIENT", "ID") == parent_id
+    assert prov.session_read(key, now).data == {"a": 1}
 
 
 # -- failures and recovery ---------------------------------------------------------------

@@ -25,13 +25,21 @@ and :meth:`RedisProvider.session_gc` has nothing to do.
 Round trips and atomicity
 -------------------------
 
-Every operation on a record is one Lua script (``EVALSHA``; redis-py loads
-it again by itself after a ``NOSCRIPT`` reply, for example after a server
-restart), so it is atomic and costs one round trip. Each script touches a
-single key, which is what Redis Cluster requires. ``session_read`` also
-refreshes ``a`` and the TTL in the same script, so
-:attr:`RedisProvider.touches_on_read` is true and the manager never sends a
-separate touch.
+A read is one plain ``HGETALL``, the cheapest command that returns a whole
+hash. Every write is one Lua script (``EVALSHA``; a ``NOSCRIPT`` reply, for
+example after a server restart, loads the script again), so it is atomic
+and costs one round trip. Each command touches a single key, which is what
+Redis Cluster requires.
+
+Reads do not refresh the access time: :attr:`RedisProvider.touches_on_read`
+is false, so the manager refreshes ``a`` and the TTL with
+:meth:`~RedisProvider.session_touch` at most once per
+``GOSESSION_REFRESH_INTERVAL`` for a session that is only read (every write
+refreshes both anyway). A read-only request therefore costs exactly one
+cheap round trip, and a session that is only read expires after between
+``GOSESSION_MAX_LIFETIME - GOSESSION_REFRESH_INTERVAL`` and
+``GOSESSION_MAX_LIFETIME`` seconds of idleness, as with the SQL and
+Memcached stores.
 
 Clients
 -------
@@ -50,7 +58,12 @@ Exactly one of these is used, in this order of precedence:
 Clients built here use ``GOSESSION_REDIS_TIMEOUT`` for connecting and for
 each reply, and retry a command once, without delay, only after a
 *connection* error (a connection the server closed, for instance after it
-restarted); a timeout is never retried. A dead or hung server therefore
+restarted); a timeout is never retried. For a standalone server (the last
+case), the per-session commands (``HGETALL``, the scripts, ``DEL``) skip
+redis-py's per-command machinery and go through a
+:class:`~flask_gosession.providers._redis_lane.CommandLane`, on connections
+with the same settings and the same retry rule; a client passed in, a
+Sentinel master and a cluster are always driven through their own API. A dead or hung server therefore
 turns into :class:`~flask_gosession.errors.ProviderError` after about one
 timeout, not after redis-py's default exponential backoff. Built clients
 are created on first use, so an application starts even while Redis is down.
@@ -63,6 +76,7 @@ import typing as t
 
 from ..errors import ConfigError, CorruptRecordError, ProviderError
 from ._addresses import parse_address_list, positive_seconds
+from ._redis_lane import CommandLane
 from .base import FORWARD_FIELD, Change, Outcome, Provider, Record
 
 if t.TYPE_CHECKING:
@@ -89,17 +103,6 @@ local function chunked(cmd, key, first, last, step)
     i = j + 1
   end
 end
-"""
-
-#: KEYS[1] = store key; ARGV[1] = now; ARGV[2] = TTL in seconds.
-#: Returns the fields as stored *before* ``a`` was refreshed.
-READ_SCRIPT = """
-local fields = redis.call('HGETALL', KEYS[1])
-if #fields > 0 then
-  redis.call('HSET', KEYS[1], 'a', ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-end
-return fields
 """
 
 #: KEYS[1] = store key; ARGV[1] = TTL in seconds; ARGV[2..] = field/value
@@ -155,11 +158,17 @@ class RedisProvider(Provider):
         :meth:`session_count` and :meth:`session_clear` scan for.
     :param owns_client: close the client in :meth:`close`; false for a
         client the application passed in.
+    :param fast_lane: send the per-session commands through a
+        :class:`~flask_gosession.providers._redis_lane.CommandLane` on the
+        client's connection settings rather than through the client's
+        command machinery (for a standalone :class:`redis.Redis` the
+        provider built itself; administration commands always use the
+        client).
 
     Use :meth:`from_config` rather than building one by hand.
     """
 
-    touches_on_read = True
+    touches_on_read = False
     native_ttl = True
 
     def __init__(
@@ -168,6 +177,7 @@ class RedisProvider(Provider):
         key_prefix: str = "gosession:",
         *,
         owns_client: bool = True,
+        fast_lane: bool = False,
     ) -> None:
         _import_redis()  # fail here, not at the first request
         #: Prepended to every key in Redis.
@@ -175,6 +185,8 @@ class RedisProvider(Provider):
         self._factory = client
         self._owns_client = owns_client
         self._client: t.Any = None
+        self._fast_lane = fast_lane
+        self._lane: CommandLane | None = None
         self._scripts: dict[str, Script] = {}
         self._lock = threading.Lock()
         self._errors = _redis_errors()
@@ -260,24 +272,16 @@ class RedisProvider(Provider):
             "socket_connect_timeout": timeout,
             "retry": _retry_policy(),
         }
-        factory: t.Callable[[], t.Any]
         if sentinels is not None:
-            factory = _sentinel_factory(sentinels, master, url_kwargs, common)
-        elif cluster:
+            return cls(_sentinel_factory(sentinels, master, url_kwargs, common), prefix)
+        if cluster:
             if not url.startswith(("redis://", "rediss://")):
                 raise ConfigError(
                     f"GOSESSION_REDIS_URL={url!r}: a cluster needs a redis:// or rediss:// URL"
                 )
-
-            def factory() -> t.Any:
-                return redis.cluster.RedisCluster.from_url(url, **common)
-
-        else:
-
-            def factory() -> t.Any:
-                return redis.Redis.from_url(url, **common)
-
-        return cls(factory, prefix)
+            return cls(lambda: redis.cluster.RedisCluster.from_url(url, **common), prefix)
+        # A standalone server: the per-session commands take the fast lane.
+        return cls(lambda: redis.Redis.from_url(url, **common), prefix, fast_lane=True)
 
     # -- plumbing -----------------------------------------------------------
 
@@ -298,42 +302,60 @@ class RedisProvider(Provider):
                     except self._errors as err:
                         raise ProviderError(f"cannot connect to Redis: {err}") from err
                     for name, source in (
-                        ("read", READ_SCRIPT),
                         ("init", INIT_SCRIPT),
                         ("update", UPDATE_SCRIPT),
                         ("touch", TOUCH_SCRIPT),
                     ):
                         self._scripts[name] = client.register_script(source)
+                    if self._fast_lane:
+                        self._lane = CommandLane(client.connection_pool)
                     self._client = client
         return client
 
     def _store_key(self, key: str) -> str:
         return self.key_prefix + key
 
+    def _send(self, *args: t.Any) -> t.Any:
+        """Send one per-session command; the reply comes without redis-py's
+        response callbacks when the fast lane is used, with them otherwise."""
+        lane = self._lane
+        if lane is None:
+            client = self.client  # builds the lane, if there is to be one
+            lane = self._lane
+            if lane is None:
+                return client.execute_command(*args)
+        return lane.call(*args)
+
     def _run(self, script: str, key: str, args: list[t.Any]) -> t.Any:
         """Run one of the scripts on ``key``, turning client errors into ours.
 
-        ``EVALSHA`` is sent with ``execute_command`` rather than through the
+        ``EVALSHA`` is sent directly rather than through the
         :class:`~redis.commands.core.Script` object, whose wrapper costs
         more than the script itself on a fast network; a ``NOSCRIPT`` reply
         (the server restarted or flushed its scripts) loads the script again,
         as the wrapper would.
         """
-        client = self.client
-        compiled = self._scripts[script]
         name = self.key_prefix + key
         try:
+            compiled = self._scripts.get(script)
+            if compiled is None:  # the client, and its scripts, are not built yet
+                self.client
+                compiled = self._scripts[script]
             try:
-                return client.execute_command("EVALSHA", compiled.sha, 1, name, *args)
+                return self._send("EVALSHA", compiled.sha, 1, name, *args)
             except self._no_script:
-                compiled.sha = client.script_load(compiled.script)
-                return client.execute_command("EVALSHA", compiled.sha, 1, name, *args)
+                compiled.sha = self.client.script_load(compiled.script)
+                return self._send("EVALSHA", compiled.sha, 1, name, *args)
         except self._errors as err:
-            if "WRONGTYPE" in str(err):
-                raise CorruptRecordError(
-                    f"the Redis key for this session is not a hash: {err}"
-                ) from err
-            raise ProviderError(f"Redis {script} failed: {err}") from err
+            raise self._error(script, err) from err
+
+    @staticmethod
+    def _error(operation: str, err: BaseException) -> Exception:
+        """Our exception for a client error: a key of the wrong type is a
+        corrupt record, anything else a failing store."""
+        if "WRONGTYPE" in str(err):
+            return CorruptRecordError(f"the Redis key for this session is not a hash: {err}")
+        return ProviderError(f"Redis {operation} failed: {err}")
 
     def _ttl(self) -> int:
         return max(1, math.ceil(self.max_lifetime))
@@ -352,7 +374,10 @@ class RedisProvider(Provider):
         self._run("init", key, args)
 
     def session_read(self, key: str, now: float) -> Record | None:
-        fields = self._run("read", key, [repr(float(now)), self._ttl()])
+        try:
+            fields = self._send("HGETALL", self.key_prefix + key)
+        except self._errors as err:
+            raise self._error("read", err) from err
         if not fields:
             return None
         return self._decode(fields)
@@ -378,9 +403,8 @@ class RedisProvider(Provider):
         self._run("touch", key, [repr(float(atime)), self._ttl()])
 
     def session_destroy(self, key: str) -> None:
-        client = self.client
         try:
-            client.delete(self._store_key(key))
+            self._send("DEL", self.key_prefix + key)
         except self._errors as err:
             raise ProviderError(f"Redis destroy failed: {err}") from err
 
@@ -435,14 +459,18 @@ class RedisProvider(Provider):
         """
         with self._lock:
             client, self._client = self._client, None
+            lane, self._lane = self._lane, None
             self._scripts.clear()
+        if lane is not None:
+            lane.close()
         if client is not None and self._owns_client:
             _close_client(client)
 
     # -- decoding -----------------------------------------------------------
 
-    def _decode(self, fields: list[bytes]) -> Record:
-        """Turn a flat ``HGETALL`` reply into a record.
+    def _decode(self, fields: list[bytes] | dict[bytes, bytes]) -> Record:
+        """Turn an ``HGETALL`` reply into a record: a flat list of names and
+        values (RESP2, fast lane) or a dict (RESP3, or the client's callback).
 
         :raises CorruptRecordError: for a missing or bad ``a`` field, or a
             value the serializer cannot decode.
@@ -451,9 +479,13 @@ class RedisProvider(Provider):
         data: dict[str, t.Any] = {}
         meta: dict[str, t.Any] = {}
         atime: float | None = None
-        pairs = iter(fields)
+        if isinstance(fields, dict):
+            items: t.Iterable[tuple[t.Any, t.Any]] = fields.items()
+        else:
+            pairs = iter(fields)
+            items = zip(pairs, pairs)
         try:
-            for raw, value in zip(pairs, pairs):
+            for raw, value in items:
                 name = raw.decode() if isinstance(raw, bytes) else raw
                 if name == ATIME_FIELD:
                     atime = float(value)
@@ -537,8 +569,19 @@ def _sentinel_factory(
 
 
 def _close_client(client: t.Any) -> None:
-    """Close a client and, for Sentinel, the clients of the sentinels."""
+    """Close a client and its sockets; for Sentinel, the sentinels' clients too.
+
+    A cluster client's ``close()`` leaves the connection pools of its nodes
+    open (redis-py builds each node's client with
+    ``auto_close_connection_pool=False``), so their connections are
+    disconnected here rather than left to the garbage collector.
+    """
     sentinel = getattr(client, "_gosession_sentinel", None)
+    get_nodes = getattr(client, "get_nodes", None)  # a cluster client
+    if get_nodes is not None:
+        for node in get_nodes():
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()
     client.close()
     if sentinel is not None:
         for sentinel_client in sentinel.sentinels:

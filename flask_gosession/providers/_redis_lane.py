@@ -1,0 +1,102 @@
+"""A fast lane for the Redis provider's per-session commands.
+
+redis-py (8.x) wraps every command in machinery that a session store's
+one-command requests pay for on each call: a retry wrapper, pool
+bookkeeping with observability counters, and a ``poll()`` on every checkout
+to check that the connection holds no stale reply. Measured on loopback,
+that is 3-10 µs per command, a fifth of a round trip. :class:`CommandLane`
+sends a command on a redis-py :class:`~redis.connection.Connection` of its
+own (so parsing, authentication, TLS and RESP stay redis-py's) and keeps
+the connection only while it is known to be in sync.
+
+Contract:
+
+* :meth:`CommandLane.call` sends one command and returns the raw parsed
+  reply, *without* redis-py's response callbacks (``HGETALL`` gives a flat
+  list under RESP2, a dict under RESP3).
+* An error reply (``ResponseError``, ``NoScriptError`` ...) is raised and
+  the connection is reused: the exchange completed.
+* A connection error is retried once at once on a new connection (the
+  server restarted or dropped an idle client), like the client's own retry
+  policy; a timeout is never retried. Any failure mid-exchange discards the
+  connection, so a reply can never be read by the wrong command.
+* Idle connections are kept in a deque (``pop``/``append`` are atomic, so
+  threads need no lock); there are at most as many as there were
+  concurrent calls. After ``fork()`` the child starts with none.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import typing as t
+
+
+class CommandLane:
+    """Send single commands on connections built like the pool's.
+
+    :param pool: the :class:`redis.ConnectionPool` of a client the
+        provider built; only its ``connection_class`` and
+        ``connection_kwargs`` are used.
+    """
+
+    def __init__(self, pool: t.Any) -> None:
+        from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+
+        self._connection_class = pool.connection_class
+        self._connection_kwargs = dict(pool.connection_kwargs)
+        self._idle: collections.deque[t.Any] = collections.deque()
+        self._pid = os.getpid()
+        # Connections inherited over fork(): kept referenced, never used,
+        # so the child neither writes to nor shuts down the parent's sockets.
+        self._inherited: list[t.Any] = []
+        self._timeout = TimeoutError
+        self._connection_error = ConnectionError
+        self._error_reply = ResponseError
+
+    def _connection(self) -> t.Any:
+        if self._pid != os.getpid():
+            self._inherited.extend(self._idle)
+            self._idle = collections.deque()
+            self._pid = os.getpid()
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._connection_class(**self._connection_kwargs)
+
+    def call(self, *args: t.Any) -> t.Any:
+        """Send ``args`` as one command and return the parsed reply.
+
+        :raises redis.exceptions.RedisError: an error reply, or a
+            connection failure that persisted through one retry.
+        """
+        for attempt in (1, 2):
+            connection = self._connection()
+            try:
+                connection.send_command(*args)
+                reply = connection.read_response()
+            except self._timeout:
+                connection.disconnect()
+                raise
+            except self._connection_error:
+                connection.disconnect()
+                if attempt == 2:
+                    raise
+                continue
+            except self._error_reply:
+                self._idle.append(connection)  # the reply was read in full
+                raise
+            except BaseException:
+                connection.disconnect()
+                raise
+            self._idle.append(connection)
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        """Disconnect every idle connection. The lane stays usable."""
+        while True:
+            try:
+                connection = self._idle.pop()
+            except IndexError:
+                return
+            connection.disconnect()

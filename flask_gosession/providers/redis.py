@@ -58,15 +58,17 @@ Exactly one of these is used, in this order of precedence:
 Clients built here use ``GOSESSION_REDIS_TIMEOUT`` for connecting and for
 each reply, and retry a command once, without delay, only after a
 *connection* error (a connection the server closed, for instance after it
-restarted); a timeout is never retried. For a standalone server (the last
-case), the per-session commands (``HGETALL``, the scripts, ``DEL``) skip
-redis-py's per-command machinery and go through a
-:class:`~flask_gosession.providers._redis_lane.CommandLane`, on connections
-with the same settings and the same retry rule; a client passed in, a
-Sentinel master and a cluster are always driven through their own API. A dead or hung server therefore
+restarted); a timeout is never retried. A dead or hung server therefore
 turns into :class:`~flask_gosession.errors.ProviderError` after about one
 timeout, not after redis-py's default exponential backoff. Built clients
 are created on first use, so an application starts even while Redis is down.
+
+For a standalone server (the last case), the per-session commands
+(``HGETALL``, the scripts, ``DEL``) skip redis-py's per-command machinery
+and go through a :class:`~flask_gosession.providers._redis_lane.CommandLane`,
+on connections with the same settings and the same retry rule. A client
+passed in, a Sentinel master and a cluster are always driven through their
+own API.
 """
 from __future__ import annotations
 
@@ -312,9 +314,6 @@ class RedisProvider(Provider):
                     self._client = client
         return client
 
-    def _store_key(self, key: str) -> str:
-        return self.key_prefix + key
-
     def _send(self, *args: t.Any) -> t.Any:
         """Send one per-session command; the reply comes without redis-py's
         response callbacks when the fast lane is used, with them otherwise."""
@@ -335,16 +334,14 @@ class RedisProvider(Provider):
         (the server restarted or flushed its scripts) loads the script again,
         as the wrapper would.
         """
+        client = self.client  # builds the scripts (and lane) on first use
+        compiled = self._scripts[script]
         name = self.key_prefix + key
         try:
-            compiled = self._scripts.get(script)
-            if compiled is None:  # the client, and its scripts, are not built yet
-                self.client
-                compiled = self._scripts[script]
             try:
                 return self._send("EVALSHA", compiled.sha, 1, name, *args)
             except self._no_script:
-                compiled.sha = self.client.script_load(compiled.script)
+                compiled.sha = client.script_load(compiled.script)
                 return self._send("EVALSHA", compiled.sha, 1, name, *args)
         except self._errors as err:
             raise self._error(script, err) from err

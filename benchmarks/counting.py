@@ -120,7 +120,7 @@ def cachelib_counter(get_cache: t.Callable[[], t.Any]) -> Counter:
     return MethodCounter(get_cache, CACHELIB_METHODS)
 
 
-PROVIDER_METHODS = ("session_init", "session_read", "session_update", "session_touch",
+PROVIDER_METHODS = ("session_init", "session_create", "session_read", "session_update", "session_touch",
                     "session_destroy", "session_gc")
 
 

@@ -17,6 +17,7 @@ import secrets
 SID_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{43}\Z")
 
 _FORWARD_PAD = b"flask-gosession forward v1:"
+_TOKEN_PAD = b"flask-gosession token v1:"
 
 
 def new_sid() -> str:
@@ -67,4 +68,34 @@ def open_forward(old_sid: str, sealed: object) -> str | None:
         return None
     raw = base64.urlsafe_b64decode(str(sealed) + "=")
     plain = bytes(a ^ b for a, b in zip(raw, _pad(old_sid)))
+    return base64.urlsafe_b64encode(plain).rstrip(b"=").decode()
+
+
+def seal_token(sid: str, token: str) -> str:
+    """Seal a request token so that only a holder of ``sid`` can read it.
+
+    The store keeps the sealed form: a dump holds no working token. A fresh
+    16-byte nonce per sealing keeps two tokens sealed under one id from
+    sharing a pad. Format: base64url of ``nonce || token XOR pad``.
+    """
+    nonce = secrets.token_bytes(16)
+    raw = base64.urlsafe_b64decode(token + "=")
+    pad = hashlib.sha256(_TOKEN_PAD + nonce + sid.encode()).digest()
+    sealed = nonce + bytes(a ^ b for a, b in zip(raw, pad))
+    return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+
+
+def open_token(sid: str, sealed: object) -> str | None:
+    """Invert :func:`seal_token`; ``None`` if ``sealed`` is malformed."""
+    if not isinstance(sealed, str) or len(sealed) != 64:
+        return None
+    try:
+        blob = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+    except ValueError:
+        return None
+    if len(blob) != 48:
+        return None
+    nonce, body = blob[:16], blob[16:]
+    pad = hashlib.sha256(_TOKEN_PAD + nonce + sid.encode()).digest()
+    plain = bytes(a ^ b for a, b in zip(body, pad))
     return base64.urlsafe_b64encode(plain).rstrip(b"=").decode()

@@ -41,17 +41,24 @@ def destroy() -> None:
 
 
 def rotate_sid(view: F) -> F:
-    """View decorator: rotate the session id after the view runs.
+    """View decorator: the session moves to a new id when this view's
+    response is saved, for login and privilege changes.
 
-    Works for sync and async views (the view is called through
-    ``current_app.ensure_sync``). The rotation is skipped if the view
-    raised.
+    The rotation is decided *before* the view runs, so that a form the view
+    renders (a login form shown again after a wrong password, the GET of a
+    GET+POST login view) already carries the token the next request needs.
+    If the view raises, the rotation is cancelled. Works for sync and async
+    views (the view is called through ``current_app.ensure_sync``).
     """
 
     @functools.wraps(view)
     def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
-        rv = current_app.ensure_sync(view)(*args, **kwargs)
-        regenerate()
-        return rv
+        manager, sess = _current()
+        manager.regenerate(sess)
+        try:
+            return current_app.ensure_sync(view)(*args, **kwargs)
+        except BaseException:
+            sess.cancel_rotation()
+            raise
 
     return t.cast(F, wrapper)

@@ -1,18 +1,18 @@
-"""The Manager: one per app. Issues ids, loads, saves, rotates and destroys
-sessions, and schedules garbage collection.
+"""The Manager: one per app. Issues ids, opens, loads, saves and destroys
+sessions, checks tokens against the store, and owns the GC thread.
 
 It is the Go design's ``Manager`` with its flaws fixed (see DESIGN in the
-README): unknown ids are never adopted, rotation keeps the data, garbage
-collection runs every ``GOSESSION_GC_INTERVAL`` *seconds*, and saves carry
-only the keys a request changed.
+README): unknown ids are never adopted, rotation keeps the data (see
+:mod:`flask_gosession.rotation`), garbage collection runs every
+``GOSESSION_GC_INTERVAL`` *seconds* (:mod:`flask_gosession.gc`), and saves
+carry only the keys a request changed. The manager changes a session only
+through the transitions of :class:`~flask_gosession.session.ServerSession`.
 """
 from __future__ import annotations
 
 import enum
 import hashlib
 import logging
-import os
-import threading
 import time
 import typing as t
 
@@ -20,18 +20,18 @@ from flask import current_app, request
 
 from . import signals
 from .errors import CorruptRecordError, ProviderError
-from .meta import AGENT, CREATED, FORWARD_UNTIL, ISSUED, PREVIOUS, TOKEN
-from .ids import is_valid_sid, label, new_sid, new_token, open_forward, seal_forward, store_key
-from .providers.base import FORWARD_FIELD, Change, Outcome, Provider, Record, apply_change
-from .serializers import get_serializer, tag, untag
+from .gc import GCThread
+from .ids import is_valid_sid, label, new_sid, new_token, open_token, seal_token, store_key
+from .meta import AGENT, CREATED, ISSUED, PREVIOUS, TOKEN
+from .providers.base import DEAD_FIELD, FORWARD_FIELD, Binding, Change, Outcome, Provider, Record
+from .rotation import Rotation
+from .serializers import tag, untag
 from .session import ServerSession
 
 if t.TYPE_CHECKING:
     from .settings import Settings
 
 log = logging.getLogger("flask_gosession")
-
-_MAX_HOPS = 4
 
 
 class Cookie(enum.Enum):
@@ -51,43 +51,43 @@ class Cookie(enum.Enum):
 class Manager:
     """Per-app session manager, stored at ``app.extensions["gosession"]``.
 
-    :param provider: the store.
+    :param provider: the store; bound to this app's serializer, lifetime
+        and clock (:meth:`Provider.bind` refuses a conflicting second app).
     :param settings: the validated core settings.
     :param clock: time source in seconds; replace it in tests through
-        :attr:`clock` (the provider follows).
+        :attr:`clock`.
     """
 
     def __init__(self, provider: Provider, settings: Settings,
                  clock: t.Callable[[], float] = time.time) -> None:
         self.provider = provider
         self.settings = settings
-        provider.serializer = get_serializer(settings.serializer)
-        provider.max_lifetime = settings.max_lifetime
         self._clock = clock
-        provider.clock = clock
-        self._tag = tag
-        self._untag = untag
+        provider.bind(Binding(settings.serializer, settings.max_lifetime, clock))
         self._down = False
-        self._gc_lock = threading.Lock()
-        self._gc_pid: int | None = None
-        self._gc_stop = threading.Event()
-        self._gc_thread: threading.Thread | None = None
+        self.rotation = Rotation(self)
+        #: The background GC thread of this manager.
+        self.gc_thread = GCThread(
+            self.gc, 0 if provider.native_ttl else settings.gc_interval
+        )
 
     # -- clock ------------------------------------------------------------
 
     @property
     def clock(self) -> t.Callable[[], float]:
-        """The time source shared with the provider."""
+        """The time source, shared with the provider."""
         return self._clock
 
     @clock.setter
     def clock(self, value: t.Callable[[], float]) -> None:
         self._clock = value
-        self.provider.clock = value
+        binding = t.cast(Binding, self.provider.binding)
+        self.provider.bind(Binding(binding.serializer, binding.max_lifetime, value), replace=True)
 
     # -- store calls, with outage logging ---------------------------------
 
-    def _store(self, method: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+    def store(self, method: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+        """Call a provider method, logging an outage once and its end once."""
         try:
             result = method(*args)
         except ProviderError as err:
@@ -102,17 +102,25 @@ class Manager:
             log.warning("session store %s recovered", type(self.provider).__name__)
         return result
 
-    def _read(self, key: str, now: float) -> Record | None:
-        """Read a record; a corrupt one is logged, removed and reads as None."""
-        try:
-            return self._store(self.provider.session_read, key, now)
-        except CorruptRecordError as err:
-            self._drop_corrupt(key, err)
-            return None
+    def read(self, key: str, now: float, *, raw: bool = False) -> Record | None:
+        """Read a record; a corrupt one is logged, removed and reads as None.
 
-    def _drop_corrupt(self, key: str, err: Exception) -> None:
+        :param raw: return a tombstone too (destroying needs its fields);
+            otherwise a tombstone reads as no record.
+        """
+        try:
+            record: Record | None = self.store(self.provider.session_read, key, now)
+        except CorruptRecordError as err:
+            self.drop_corrupt(key, err)
+            return None
+        if record is not None and not raw and DEAD_FIELD in record.meta:
+            return None
+        return record
+
+    def drop_corrupt(self, key: str, err: Exception) -> None:
+        """Log and remove a record that cannot be decoded."""
         log.warning("discarding corrupt session record %s: %s", label(key), err)
-        self._store(self.provider.session_destroy, key)
+        self.store(self.provider.session_destroy, key)
 
     # -- opening and loading -------------------------------------------------
 
@@ -123,8 +131,7 @@ class Manager:
         :param request: instead of ``presented``, the request whose cookie
             names the session; the cookie is then read on first use.
         """
-        if self._gc_pid != os.getpid() and self.settings.gc_interval:
-            self.start_gc()
+        self.gc_thread.ensure_started()
         return ServerSession(self, presented, via_url, request=request)
 
     def url_sid(self, session: ServerSession) -> str | None:
@@ -138,7 +145,7 @@ class Manager:
         if not session.loaded and session.presented is None:
             return None
         session.ensure_loaded()
-        if session.new and not dict.__len__(session) and not session.pinned:
+        if session.new and session.has_nothing_to_store:
             return None
         return session.next_sid or session.sid
 
@@ -158,61 +165,48 @@ class Manager:
         if presented is None:
             return
         if not is_valid_sid(presented):
-            session.refused = True
+            session.refuse()
             return
         now = self._clock()
         key = store_key(presented)
-        record = self._read(key, now)
+        record = self.read(key, now)
         if record is None:
-            session.refused = True
+            session.refuse()
             return
         sid, tokens = presented, []
         if FORWARD_FIELD in record.meta:
-            followed = self._follow(presented, key, record, now, tokens)
-            if followed is None:
-                session.refused = True
+            hop = self.rotation.follow(presented, key, record, now, tokens)
+            if hop is None:
+                session.refuse()
                 return
-            sid, key, record = followed
-            session.reissue = True
+            sid, key, record = hop.sid, hop.key, t.cast(Record, hop.record)
         try:
             expired = self._expiry(record, now)
             if expired:
-                self._store(self.provider.session_destroy, key)
-                signals.session_expired.send(self._app(), sid_hash=label(key), reason=expired)
-                session.refused = True
+                self.store(self.provider.session_destroy, key)
+                signals.session_expired.send(self.app(), sid_hash=label(key), reason=expired)
+                session.refuse()
                 return
             if self.settings.bind_user_agent and record.meta.get(AGENT) != self._agent():
                 signals.hijack_suspected.send(
-                    self._app(), sid_hash=label(key), reason="user-agent", revoked=False
+                    self.app(), sid_hash=label(key), reason="user-agent", revoked=False
                 )
-                session.refused = True
+                session.refuse()
                 return
-            values = {k: self._untag(v) for k, v in record.data.items()}
-        except CorruptRecordError as err:
-            self._drop_corrupt(key, err)
-            session.refused = True
-            return
+            values = {k: untag(v) for k, v in record.data.items()}
         except Exception as err:  # untag() of hostile data raises anything
-            self._drop_corrupt(key, err)
-            session.refused = True
+            self.drop_corrupt(key, err)
+            session.refuse()
             return
-        session.fill(values)
-        session.meta = record.meta
-        session.atime = record.atime
-        session.new = False
-        session.set_identity(sid, key)
-        token = record.meta.get(TOKEN)
-        if isinstance(token, str):
-            tokens.insert(0, token)
-        session.accepted_tokens = tuple(tokens)
+        token = open_token(sid, record.meta.get(TOKEN))
+        accepted = tuple(dict.fromkeys(([token] if token else []) + tokens))
+        session.adopt(values, record.meta, record.atime, sid, key,
+                      token=token, accepted=accepted, moved=sid != presented)
         rotate_after = self.settings.rotate_after
         if rotate_after is not None and now - record.meta[ISSUED] >= rotate_after:
-            session.rotate = "age"
-            session.next_sid = new_sid()
-            if token is not None:
-                # Rotate the token now, so a form rendered by this request
-                # already carries the token of the new id.
-                session.set_meta(TOKEN, new_token())
+            # The token is kept: forms rendered before the rotation still
+            # submit. The new id is chosen now, for URLs built meanwhile.
+            session.plan_rotation("age", new_sid())
 
     def _expiry(self, record: Record, now: float) -> str | None:
         meta = record.meta
@@ -225,59 +219,6 @@ class Manager:
         if absolute is not None and now - created >= absolute:
             return "absolute"
         return None
-
-    def _follow(self, sid: str, key: str, record: Record, now: float,
-                tokens: list[str]) -> tuple[str, str, Record] | None:
-        """Follow a rotated-out id to the session it moved to.
-
-        Inside the grace window the request continues on the new session
-        (the tokens of the ids it passed through stay acceptable). After
-        it, the id is treated as stolen.
-        """
-        for _ in range(_MAX_HOPS):
-            if FORWARD_FIELD not in record.meta:
-                return sid, key, record
-            target = open_forward(sid, record.meta[FORWARD_FIELD])
-            until = record.meta.get(FORWARD_UNTIL)
-            if target is None or not isinstance(until, (int, float)):
-                self._drop_corrupt(key, CorruptRecordError("bad forwarding record"))
-                return None
-            if now > until:
-                self._reuse_detected(sid, key, target)
-                return None
-            token = record.meta.get(TOKEN)
-            if isinstance(token, str):
-                tokens.append(token)
-            sid, key = target, store_key(target)
-            next_record = _patiently(lambda: self._read(key, now))
-            if next_record is None:
-                return None
-            record = next_record
-        return None
-
-    def _reuse_detected(self, sid: str, key: str, target: str) -> None:
-        revoked = self.settings.revoke_on_reuse
-        if revoked:
-            self._destroy_chain(target)
-            self._store(self.provider.session_destroy, key)
-        signals.hijack_suspected.send(self._app(), sid_hash=label(key), reason="reuse", revoked=revoked)
-        log.warning("rotated-out session id %s reused after its grace window%s",
-                    label(key), "; session revoked" if revoked else "")
-
-    def _destroy_chain(self, sid: str) -> None:
-        """Destroy the session ``sid`` and every session it forwards to."""
-        now = self._clock()
-        for _ in range(_MAX_HOPS):
-            key = store_key(sid)
-            record = self._read(key, now)
-            self._store(self.provider.session_destroy, key)
-            signals.session_destroyed.send(self._app(), sid_hash=label(key), reason="revoked")
-            if record is None or FORWARD_FIELD not in record.meta:
-                return
-            target = open_forward(sid, record.meta[FORWARD_FIELD])
-            if target is None:
-                return
-            sid = target
 
     # -- saving ---------------------------------------------------------------
 
@@ -297,7 +238,7 @@ class Manager:
             # The record was corrupted while this request ran: it is
             # dropped like any corrupt record, and the client starts over.
             if session.key is not None:
-                self._drop_corrupt(session.key, err)
+                self.drop_corrupt(session.key, err)
             return Cookie.DELETE
         finally:
             session.reset()
@@ -306,83 +247,61 @@ class Manager:
         """The body of :meth:`save` for a loaded, non-discarded session."""
         if session.new:
             return self._save_new(session, now)
-        if session.deleted_keys and not dict.__len__(session) and not session.pinned:
-            self._store(self.provider.session_destroy, t.cast(str, session.key))
-            signals.session_destroyed.send(self._app(), sid_hash=label(t.cast(str, session.key)), reason="cleared")
+        if session.deleted_keys and session.has_nothing_to_store:
+            # Emptied (``session.clear()`` as a logout): destroyed like
+            # :meth:`destroy`, with every id that leads to it.
+            self.rotation.destroy_chain(session.sid, t.cast(str, session.key), "cleared",
+                                        previous=session.meta.get(PREVIOUS))
             return Cookie.DELETE
         if session.rotate:
-            return self._rotate(session, now)
+            return Cookie.SET if self.rotation.rotate(session, now) else Cookie.DELETE
         if session.dirty:
-            return self._update(session, self._change(session, now), now)
-        if not self.provider.touches_on_read and now - session.atime >= self.settings.refresh_interval:
-            self._store(self.provider.session_touch, session.key, now)
+            outcome = self.store(self.provider.session_update, session.key,
+                                 self.change_for(session, session.sid, now))
+            if outcome is Outcome.FORWARDED:
+                hop = self.rotation.save_forwarded(session, now)
+                if hop is None:
+                    return Cookie.DELETE
+                session.moved_to(hop.sid, hop.key, session.meta)
+                return Cookie.SET
+            if outcome is not Outcome.APPLIED:
+                # Destroyed by a concurrent request (logout): never bring it back.
+                return Cookie.DELETE
+        elif not self.provider.touches_on_read and now - session.atime >= self.settings.refresh_interval:
+            self.store(self.provider.session_touch, session.key, now)
         return Cookie.SET if session.reissue else Cookie.KEEP
 
     def _save_new(self, session: ServerSession, now: float) -> Cookie:
-        if not dict.__len__(session) and not session.pinned:
+        if session.has_nothing_to_store:
             return Cookie.DELETE if session.refused else Cookie.NONE
-        if not session.has_sid:
-            self.assign_new_id(session)
+        sid = session.sid  # gives the session its id
         key = t.cast(str, session.key)
         meta = dict(session.meta)
         meta[CREATED] = now
         meta[ISSUED] = now
+        if session.token is not None:
+            meta[TOKEN] = seal_token(sid, session.token)
         if self.settings.bind_user_agent:
             meta[AGENT] = self._agent()
-        self._store(self.provider.session_init, key, Record(self._tag_all(session), meta, now))
-        session.new = False
-        session.meta = meta
-        session.atime = now
-        signals.session_created.send(self._app(), sid_hash=label(key))
+        values = {k: tag(v) for k, v in session.snapshot().items()}
+        self.store(self.provider.session_init, key, Record(values, meta, now))
+        session.stored(meta, now)
+        signals.session_created.send(self.app(), sid_hash=label(key))
         return Cookie.SET
 
-    def _tag_all(self, session: ServerSession) -> dict[str, t.Any]:
-        tag = self._tag
-        return {k: tag(v) for k, v in dict.items(session)}
-
-    def _change(self, session: ServerSession, now: float) -> Change:
-        tag = self._tag
+    def change_for(self, session: ServerSession, sid: str, now: float) -> Change:
+        """This request's change to ``session``, for the record of ``sid``
+        (the session's own id, or the one it moved to: the token is sealed
+        for the record it is written to)."""
+        meta = dict(session.meta_changes)
+        if session.token_changed and session.token is not None:
+            meta[TOKEN] = seal_token(sid, session.token)
         return Change(
-            set={k: tag(dict.__getitem__(session, k)) for k in session.changed_keys()},
+            set={k: tag(v) for k, v in session.changed_values().items()},
             deleted=frozenset(session.deleted_keys),
-            meta=dict(session.meta_changes),
+            meta=meta,
             atime=now,
         )
-
-    def _update(self, session: ServerSession, change: Change, now: float) -> Cookie:
-        key = t.cast(str, session.key)
-        outcome = self._store(self.provider.session_update, key, change)
-        if outcome is Outcome.APPLIED:
-            return Cookie.SET if session.reissue else Cookie.KEEP
-        if outcome is Outcome.FORWARDED:
-            return self._update_forwarded(session, change, now)
-        # Destroyed by a concurrent request (logout): never bring it back.
-        return Cookie.DELETE
-
-    def _update_forwarded(self, session: ServerSession, change: Change, now: float) -> Cookie:
-        """The id was rotated by age while this request ran: save into the
-        session it moved to, and hand the client the new id."""
-        sid, key = session.sid, t.cast(str, session.key)
-        for _ in range(_MAX_HOPS):
-            record = self._read(key, now)
-            if record is None:
-                return Cookie.DELETE
-            if FORWARD_FIELD not in record.meta:
-                break
-            target = open_forward(sid, record.meta[FORWARD_FIELD])
-            if target is None:
-                return Cookie.DELETE
-            sid, key = target, store_key(target)
-            outcome = _patiently(
-                lambda: self._store(self.provider.session_update, key, change),
-                missing=Outcome.MISSING,
-            )
-            if outcome is Outcome.APPLIED:
-                session.set_identity(sid, key)
-                return Cookie.SET
-            if outcome is Outcome.MISSING:
-                return Cookie.DELETE
-        return Cookie.DELETE
 
     # -- rotation and destruction ------------------------------------------
 
@@ -394,90 +313,25 @@ class Manager:
         token changes at once, so forms rendered after this call carry it.
         """
         session.sid  # loads, and gives a new session its id
-        if not session.new:
-            session.rotate = "privilege"
-            session.next_sid = new_sid()
-        if session.meta.get(TOKEN) is not None:
-            session.set_meta(TOKEN, new_token())
-
-    def _rotate(self, session: ServerSession, now: float) -> Cookie:
-        """Move the session to :attr:`ServerSession.next_sid`.
-
-        By age, the old record is first marked as forwarding (atomically;
-        the first of two concurrent rotations wins). From then on it is
-        frozen: every later update to it is forwarded. Its data, now final,
-        plus this request's change, becomes the new record. Updates
-        forwarded before the new record exists wait for it (bounded).
-
-        By privilege, the new record is a copy and the old id dies at once.
-        """
-        reason = session.rotate
-        old_sid, old_key = session.sid, t.cast(str, session.key)
-        sid = session.next_sid or new_sid()
-        session.next_sid = None
-        key = store_key(sid)
-        change = self._change(session, now)
-        if reason == "privilege":
-            meta = {k: v for k, v in session.meta.items()
-                    if k not in (FORWARD_FIELD, FORWARD_UNTIL, PREVIOUS)}
-            meta[ISSUED] = now
-            self._store(self.provider.session_init, key, Record(self._tag_all(session), meta, now))
-            self._store(self.provider.session_destroy, old_key)
-            self._destroy_previous(session.meta)
-        else:
-            mark = Change(meta={FORWARD_FIELD: seal_forward(old_sid, sid),
-                                FORWARD_UNTIL: now + self.settings.rotate_grace}, atime=now)
-            outcome = self._store(self.provider.session_update, old_key, mark)
-            if outcome is Outcome.MISSING:
-                return Cookie.DELETE
-            if outcome is Outcome.FORWARDED:  # another request rotated first
-                return self._update_forwarded(session, change, now)
-            record = self._read(old_key, now)
-            if record is None:
-                return Cookie.DELETE
-            apply_change(record, change)
-            meta = record.meta
-            for name in (FORWARD_FIELD, FORWARD_UNTIL):
-                meta.pop(name, None)
-            meta[ISSUED] = now
-            meta[PREVIOUS] = old_key
-            self._store(self.provider.session_init, key, record)
-        session.meta = meta
-        session.set_identity(sid, key)
-        signals.session_rotated.send(self._app(), old=label(old_key), new=label(key), reason=reason)
-        return Cookie.SET
-
-    def _destroy_previous(self, meta: dict[str, t.Any]) -> None:
-        """Destroy the record of the id this session replaced by age, whose
-        forwarding would otherwise lead to a session that no longer exists."""
-        previous = meta.get(PREVIOUS)
-        if isinstance(previous, str) and len(previous) == 64:
-            self._store(self.provider.session_destroy, previous)
+        session.plan_rotation(
+            None if session.new else "privilege",
+            new_sid(),
+            token=None if session.token is None else new_token(),
+        )
 
     def destroy(self, session: ServerSession) -> None:
         """Remove the session from the store now and start an empty one.
 
         The cookie is removed unless the request stores something in the
         fresh session (for example a flash message after logout), which
-        then gets a new id. Old ids still forwarding to this session die
-        with it.
+        then gets a new id. Every id that leads to this session dies with
+        it, whatever runs concurrently (see :mod:`flask_gosession.rotation`).
         """
         session.ensure_loaded()
         if not session.new and session.key:
-            self._store(self.provider.session_destroy, session.key)
-            self._destroy_previous(session.meta)
-            signals.session_destroyed.send(self._app(), sid_hash=label(session.key), reason="destroy")
-        session.fill({})
-        session.reset()
-        session.meta = {}
-        session.accepted_tokens = ()
-        session.new = True
-        session.pinned = False
-        session.rotate = None
-        session.next_sid = None
-        session.reissue = False
-        session.refused = True
-        session.set_identity(None, None)
+            self.rotation.destroy_chain(session.sid, session.key, "destroy",
+                                        previous=session.meta.get(PREVIOUS))
+        session.start_over()
 
     # -- tokens -----------------------------------------------------------------
 
@@ -485,55 +339,38 @@ class Manager:
         """The session's request token, created (and the session pinned) on
         first use so that an anonymous visitor's form can be checked."""
         session.ensure_loaded()
-        token = session.meta.get(TOKEN)
-        if not isinstance(token, str):
-            token = new_token()
-            session.set_meta(TOKEN, token)
-            session.accepted_tokens = (token,)
-            session.pinned = True
-        return token
+        if session.token is None:
+            session.set_token(new_token(), pin=True)
+        return t.cast(str, session.token)
 
-    # -- garbage collection ------------------------------------------------
+    def consume_token(self, session: ServerSession) -> bool:
+        """Replace a one-time token in the store, atomically, before the view
+        runs: of concurrent requests presenting one token, exactly one gets
+        ``True``. Costs one store round trip.
+        """
+        sealed = session.meta.get(TOKEN)
+        token = new_token()
+        replacement = seal_token(session.sid, token)
+        change = Change(meta={TOKEN: replacement}, expect={TOKEN: sealed}, atime=self._clock())
+        outcome = self.store(self.provider.session_update, session.key, change)
+        if outcome is not Outcome.APPLIED:
+            return False
+        session.token_consumed(token, replacement)
+        return True
+
+    # -- garbage collection and shutdown -------------------------------------
 
     def gc(self) -> int:
         """Remove expired sessions now; return how many were removed."""
-        return int(self._store(self.provider.session_gc, self.settings.max_lifetime))
+        return int(self.store(self.provider.session_gc, self.settings.max_lifetime))
 
     def start_gc(self) -> None:
-        """Start the background GC thread of this process (idempotent).
-
-        Started on the first request rather than at ``init_app``, so that a
-        pre-forking server starts one per worker, after the fork.
-        """
-        with self._gc_lock:
-            if self._gc_pid == os.getpid():
-                return
-            self._gc_pid = os.getpid()
-            if not self.settings.gc_interval or self.provider.native_ttl:
-                return
-            self._gc_stop = threading.Event()
-            self._gc_thread = threading.Thread(
-                target=self._gc_loop, args=(self._gc_stop,), name="gosession-gc", daemon=True
-            )
-            self._gc_thread.start()
+        """Start the background GC thread of this process (idempotent)."""
+        self.gc_thread.start()
 
     def stop_gc(self, timeout: float | None = 5) -> None:
         """Stop the background GC thread and wait for it to finish."""
-        with self._gc_lock:
-            thread, self._gc_thread = self._gc_thread, None
-            self._gc_stop.set()
-            self._gc_pid = None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-
-    def _gc_loop(self, stop: threading.Event) -> None:
-        while not stop.wait(self.settings.gc_interval):
-            try:
-                removed = self.gc()
-                if removed:
-                    log.debug("gc removed %d expired sessions", removed)
-            except Exception:  # keep the thread alive across outages
-                log.exception("session gc failed")
+        self.gc_thread.stop(timeout)
 
     def close(self) -> None:
         """Stop GC and release the provider's connections."""
@@ -543,31 +380,11 @@ class Manager:
     # -- helpers ------------------------------------------------------------------
 
     @staticmethod
-    def _app() -> t.Any:
+    def app() -> t.Any:
+        """The current app, as the sender of signals."""
         return current_app._get_current_object()  # type: ignore[attr-defined]
 
     @staticmethod
     def _agent() -> str:
         agent = request.headers.get("User-Agent", "")
         return hashlib.sha256(agent.encode("utf-8", "replace")).hexdigest()[:32]
-
-
-#: How long a request waits for the target of a fresh forwarding record to
-#: be written by the request that is rotating it (one store round trip).
-ROTATION_WAIT = 2.0
-
-
-def _patiently(attempt: t.Callable[[], t.Any], missing: t.Any = None) -> t.Any:
-    """Retry ``attempt`` while it returns ``missing``, for at most
-    :data:`ROTATION_WAIT` seconds: the rotating request marks the old record
-    before it writes the new one, so for one round trip the target of a
-    forward does not exist yet. If it never appears (the rotating process
-    died), the session is gone."""
-    deadline = time.monotonic() + ROTATION_WAIT
-    delay = 0.001
-    while True:
-        result = attempt()
-        if result is not missing or time.monotonic() >= deadline:
-            return result
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)

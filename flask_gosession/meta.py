@@ -11,13 +11,19 @@ from __future__ import annotations
 CREATED = "c"
 #: When the current id was issued (rotation by age counts from here).
 ISSUED = "i"
-#: The per-session request token.
+#: The per-session request token, sealed with the session id
+#: (:func:`flask_gosession.ids.seal_token`): a store dump holds no usable
+#: token.
 TOKEN = "t"
 #: Present (True) when the session is permanent in Flask's sense.
 PERMANENT = "p"
 #: Fingerprint of the User-Agent, with GOSESSION_BIND_USER_AGENT.
 AGENT = "u"
-#: Until when a rotated-out id keeps forwarding.
+#: Until when a rotated-out id keeps forwarding. Absent on a record moved
+#: by a privilege rotation, which never forwards a request.
 FORWARD_UNTIL = "fx"
+#: When the forward mark was written (a missing target is only helped into
+#: existence while the mark is this fresh: see ``rotation.py``).
+FORWARD_AT = "fa"
 #: The store key of the id this session replaced by age.
 PREVIOUS = "b"

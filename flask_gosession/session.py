@@ -11,7 +11,7 @@ import typing as t
 
 from flask.sessions import SessionMixin
 
-from .meta import PERMANENT
+from .meta import PERMANENT, TOKEN
 
 if t.TYPE_CHECKING:
     from flask import Request
@@ -77,6 +77,11 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
     key: str | None = None
     #: Last access time as stored.
     atime: float = 0.0
+    #: The raw request token of this session (the store keeps it sealed
+    #: with the id), or ``None`` if it has none yet.
+    token: str | None = None
+    #: Set when :attr:`token` must be written on save.
+    token_changed: bool = False
     #: Tokens an unsafe request may present (current, and during a
     #: grace window the token of the id the client still holds).
     accepted_tokens: tuple[str, ...] = ()
@@ -92,6 +97,7 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
     #: Set when a presented id was refused, so its cookie is removed.
     refused: bool = False
     _presented: str | None = None
+    _undo: tuple[t.Any, ...] | None = None
     #: The request whose cookie names the session, until it is read.
     _request: t.Any = None
 
@@ -145,8 +151,128 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         return self._sid is not None
 
     def set_identity(self, sid: str | None, key: str | None) -> None:
+        """Name the session (a new one gets its id on first use)."""
         self._sid = sid
         self.key = key
+
+    # -- transitions: the manager changes a session only through these -----
+
+    def refuse(self) -> None:
+        """The presented id was refused: stay new, and drop its cookie."""
+        self.refused = True
+
+    def adopt(self, values: dict[str, t.Any], meta: dict[str, t.Any], atime: float,
+              sid: str, key: str, *, token: str | None, accepted: tuple[str, ...],
+              moved: bool) -> None:
+        """Become the stored session ``sid``, loaded from the store.
+
+        :param moved: the client presented an id that forwards here, so
+            the response must hand it ``sid``.
+        """
+        dict.clear(self)
+        dict.update(self, values)
+        self.meta = meta
+        self.atime = atime
+        self.new = False
+        self.token = token
+        self.accepted_tokens = accepted
+        if moved:
+            self.reissue = True
+        self.set_identity(sid, key)
+
+    def stored(self, meta: dict[str, t.Any], atime: float) -> None:
+        """A new session was written to the store under its id."""
+        self.new = False
+        self.meta = meta
+        self.atime = atime
+
+    def plan_rotation(self, reason: str | None, next_sid: str | None,
+                      token: str | None = None) -> None:
+        """Move to ``next_sid`` when saved (``"age"`` or ``"privilege"``;
+        ``None`` for a session not stored yet, which has no id to leave).
+
+        :param token: a new request token to take at once, so that forms
+            rendered from now on carry the one the next request needs.
+        """
+        self._undo = (self.rotate, self.next_sid, self.token, self.token_changed,
+                      self.accepted_tokens)
+        if reason is not None:
+            self.rotate = reason
+            self.next_sid = next_sid
+        if token is not None:
+            self.set_token(token)
+
+    def cancel_rotation(self) -> None:
+        """Undo the last :meth:`plan_rotation` (the view that asked for it
+        failed), token included."""
+        undo = self._undo
+        if undo is not None:
+            (self.rotate, self.next_sid, self.token, self.token_changed,
+             self.accepted_tokens) = undo
+            self._undo = None
+
+    def moved_to(self, sid: str, key: str, meta: dict[str, t.Any]) -> None:
+        """The save moved the session to ``sid`` (rotation or forward)."""
+        self.rotate = None
+        self.next_sid = None
+        self.meta = meta
+        self.set_identity(sid, key)
+
+    def start_over(self) -> None:
+        """The stored session was destroyed: become new and empty, with no
+        id, and remove the cookie unless something is stored again."""
+        dict.clear(self)
+        self.reset()
+        self.meta = {}
+        self.token = None
+        self.token_changed = False
+        self.accepted_tokens = ()
+        self.new = True
+        self.pinned = False
+        self.rotate = None
+        self.next_sid = None
+        self.reissue = False
+        self.refused = True
+        self.set_identity(None, None)
+
+    def set_token(self, token: str, *, pin: bool = False) -> None:
+        """Give the session a new request token, written on save.
+
+        :param pin: store the session even if it holds no user key (a
+            token rendered for an anonymous visitor must be checkable).
+        """
+        self.token = token
+        self.token_changed = True
+        self.accepted_tokens = (token,)
+        self._modified = True
+        if pin:
+            self.pinned = True
+
+    def token_consumed(self, token: str, sealed: str) -> None:
+        """A one-time token was replaced in the store by ``token`` (sealed
+        as ``sealed``): nothing is left to write for it."""
+        self.token = token
+        self.token_changed = False
+        self.accepted_tokens = (token,)
+        self.meta[TOKEN] = sealed
+
+    def discard_changes(self) -> None:
+        """Drop this request's changes when the response is saved."""
+        self.discard = True
+
+    @property
+    def has_nothing_to_store(self) -> bool:
+        """True when the session holds no user key and need not be stored."""
+        return not dict.__len__(self) and not self.pinned
+
+    def snapshot(self) -> dict[str, t.Any]:
+        """Every user key and value, read without being tracked."""
+        return dict(dict.items(self))
+
+    def changed_values(self) -> dict[str, t.Any]:
+        """The user keys this request set (or read, after ``modified = True``)
+        with their current values, read without being tracked."""
+        return {k: dict.__getitem__(self, k) for k in self.changed_keys()}
 
     # -- Flask's SessionMixin ---------------------------------------------
 
@@ -190,11 +316,6 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
             self.accessed = True
             self._manager.load(self)
 
-    def fill(self, values: dict[str, t.Any]) -> None:
-        """Replace the contents without recording a change (used by loading)."""
-        dict.clear(self)
-        dict.update(self, values)
-
     def set_meta(self, name: str, value: t.Any) -> None:
         """Change an internal field; ``None`` deletes it."""
         if value is None:
@@ -210,6 +331,7 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         self.deleted_keys.clear()
         self.read_keys.clear()
         self.meta_changes.clear()
+        self.token_changed = False
         self._modified = False
         self._explicit_modified = False
 
@@ -221,9 +343,8 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
 
     @property
     def dirty(self) -> bool:
-        return bool(self.set_keys or self.deleted_keys or self.meta_changes or (
-            self._explicit_modified and self.read_keys
-        ))
+        return bool(self.set_keys or self.deleted_keys or self.meta_changes
+                    or self.token_changed or (self._explicit_modified and self.read_keys))
 
     # -- tracked mutators -------------------------------------------------
 

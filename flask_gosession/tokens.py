@@ -19,8 +19,7 @@ from markupsafe import Markup, escape
 
 from . import signals
 from .errors import TokenError
-from .ids import label, new_token
-from .meta import TOKEN
+from .ids import label
 
 if t.TYPE_CHECKING:
     from .manager import Manager
@@ -103,13 +102,12 @@ class TokenGuard:
             reason = "missing"
         elif not _matches(provided, sess.accepted_tokens):
             reason = "mismatch"
+        elif settings.token_one_time and not self.manager.consume_token(sess):
+            # Another request consumed it first (or the session moved).
+            reason = "mismatch"
         else:
-            if settings.token_one_time:
-                token = new_token()
-                sess.set_meta(TOKEN, token)
-                sess.accepted_tokens = (token,)
             return
-        sess.discard = True
+        sess.discard_changes()
         signals.token_rejected.send(
             current_app._get_current_object(),  # type: ignore[attr-defined]
             sid_hash=None if sess.new else label(t.cast(str, sess.key)),

@@ -117,6 +117,25 @@ def make_app(config: dict[str, t.Any], clock: t.Callable[[], float], instance_pa
         session[key] = value + 1
         return str(value + 1)
 
+    @app.get("/slow-logout")
+    def slow_logout() -> str:
+        """Load the session, hold it, then log out (a logout that races
+        whatever else the client is doing)."""
+        session.get("user")
+        time.sleep(float(request.args.get("hold", 0)))
+        if request.args.get("how") == "clear":
+            session.clear()
+        else:
+            destroy()
+        return "bye"
+
+    @app.route("/slow-write", methods=["POST"])
+    def slow_write() -> str:
+        """An unsafe request whose view takes a while (token races)."""
+        time.sleep(float(request.args.get("hold", 0)))
+        session["w"] = session.get("w", 0) + 1
+        return "written"
+
     @app.get("/links")
     def links() -> str:
         return url_for("get", key="a")

@@ -9,7 +9,7 @@ import typing as t
 
 from flask_gosession.providers.base import Change, Outcome, Provider, Record
 
-OPERATIONS = ("session_init", "session_read", "session_update", "session_touch",
+OPERATIONS = ("session_init", "session_create", "session_read", "session_update", "session_touch",
               "session_destroy", "session_gc")
 
 
@@ -39,6 +39,10 @@ class CountingProvider(Provider):
     def session_init(self, key: str, record: Record) -> None:
         self.calls["session_init"] += 1
         self.inner.session_init(key, record)
+
+    def session_create(self, key: str, record: Record) -> bool:
+        self.calls["session_create"] += 1
+        return self.inner.session_create(key, record)
 
     def session_read(self, key: str, now: float) -> Record | None:
         self.calls["session_read"] += 1

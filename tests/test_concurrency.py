@@ -16,6 +16,7 @@ from backends import ALL_BACKENDS
 from flask_gosession.ids import store_key
 from flask_gosession.manager import Manager
 from flask_gosession.providers.base import Change
+from flask_gosession.serializers import tag
 from liveserver import request, serve
 
 THREADS = 6
@@ -71,10 +72,9 @@ def test_no_lost_updates_between_concurrent_requests(app):
 class WholeSessionManager(Manager):
     """What Flask-Session, Django and scs do: write back every key."""
 
-    def _change(self, session, now):  # type: ignore[no-untyped-def]
-        change = super()._change(session, now)
-        tag = self._tag
-        return Change(set={k: tag(v) for k, v in dict.items(session)},
+    def change_for(self, session, sid, now):  # type: ignore[no-untyped-def]
+        change = super().change_for(session, sid, now)
+        return Change(set={k: tag(v) for k, v in session.snapshot().items()},
                       deleted=change.deleted, meta=change.meta, atime=now)
 
 

@@ -140,14 +140,14 @@ def test_gc_thread_removes_expired_and_keeps_live(client, app, clock):
     clock.advance(3000)
     live = app.test_client()
     live.get("/set/b/2")
-    assert manager._gc_thread is not None and manager._gc_thread.is_alive()
+    assert manager.gc_thread.thread is not None and manager.gc_thread.thread.is_alive()
     clock.advance(700)  # first session idle 3700 s, second 700 s
     deadline = time.monotonic() + 5
     while manager.provider.session_count() != 1 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert manager.provider.session_count() == 1
     assert live.get("/get/b").json["value"] == "2"
-    thread = manager._gc_thread
+    thread = manager.gc_thread.thread
     manager.stop_gc()
     assert not thread.is_alive()
 
@@ -156,8 +156,8 @@ def test_gc_thread_not_started_at_import_or_init(app):
     import threading
 
     assert not any(th.name == "gosession-gc" and th.is_alive() for th in threading.enumerate()
-                   if getattr(app.extensions["gosession"], "_gc_thread", None) is th)
-    assert app.extensions["gosession"]._gc_thread is None
+                   if app.extensions["gosession"].gc_thread.thread is th)
+    assert app.extensions["gosession"].gc_thread.thread is None
 
 
 def test_record_corrupted_during_the_request_is_dropped_not_a_500(client, app, clock, caplog):

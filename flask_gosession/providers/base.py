@@ -40,15 +40,38 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
-from ..errors import CorruptRecordError
-from ..serializers import JSONSerializer, Serializer
+from ..errors import ConfigError, CorruptRecordError
+from ..serializers import JSONSerializer, Serializer, get_serializer
 
 if t.TYPE_CHECKING:
     from flask import Flask
 
-#: The meta field that marks a record rotated away by age. Its presence
-#: makes :meth:`Provider.session_update` answer :attr:`Outcome.FORWARDED`.
+#: The meta field that marks a record rotated away. Its presence makes
+#: :meth:`Provider.session_update` answer :attr:`Outcome.FORWARDED`.
 FORWARD_FIELD = "f"
+#: The meta field of a *tombstone*: a record being destroyed. Its presence
+#: makes :meth:`Provider.session_update` answer :attr:`Outcome.MISSING`, so
+#: that nothing (a save, a rotation's mark) can be applied to a session once
+#: its destruction has begun. The manager reads a tombstone as no record.
+DEAD_FIELD = "x"
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """The per-app values a provider works with, fixed when an app binds it.
+
+    A registered provider *instance* can serve several apps; they must then
+    agree on these values, or the last app to start would silently decide
+    the encoding and the native TTLs of the others (see
+    :meth:`Provider.bind`).
+    """
+
+    #: Name of the serializer (``"json"``, ``"msgpack"``).
+    serializer: str
+    #: The idle lifetime in seconds, for native TTLs.
+    max_lifetime: int
+    #: Time source in seconds since the epoch.
+    clock: t.Callable[[], float] = time.time
 
 
 @dataclass(slots=True)
@@ -78,6 +101,11 @@ class Change:
     meta: dict[str, t.Any] = field(default_factory=dict)
     #: The new access time (the request's ``now``).
     atime: float = 0.0
+    #: A precondition, checked atomically with the merge: each meta field
+    #: named here must hold exactly this value (``None``: must be absent),
+    #: or nothing is written and the outcome is :attr:`Outcome.CONFLICT`.
+    #: Used to consume a one-time token exactly once.
+    expect: dict[str, t.Any] = field(default_factory=dict)
 
 
 class Outcome(enum.Enum):
@@ -92,6 +120,8 @@ class Outcome(enum.Enum):
     #: nothing was written, the manager re-applies the change to the record
     #: it forwards to.
     FORWARDED = "forwarded"
+    #: :attr:`Change.expect` did not hold: nothing was written.
+    CONFLICT = "conflict"
 
 
 def apply_change(record: Record, change: Change) -> None:
@@ -129,8 +159,9 @@ class Provider(abc.ABC):
     """Abstract base of every session store.
 
     Subclasses implement the ``session_*`` methods below, and usually
-    :meth:`from_config`. The manager sets :attr:`clock`, :attr:`serializer`
-    and :attr:`max_lifetime` before the first call.
+    :meth:`from_config`. Each app's manager calls :meth:`bind` before the
+    first call, which sets :attr:`clock`, :attr:`serializer` and
+    :attr:`max_lifetime`.
 
     Blob-oriented providers (one encoded value per record) can use
     :meth:`pack` and :meth:`unpack`; they share one record layout.
@@ -150,6 +181,36 @@ class Provider(abc.ABC):
     serializer: Serializer = JSONSerializer()
     #: The idle lifetime in seconds, for native TTLs. Set by the manager.
     max_lifetime: int = 3600
+    #: What :meth:`bind` fixed, or ``None`` before the first app binds.
+    binding: Binding | None = None
+
+    def bind(self, binding: Binding, *, replace: bool = False) -> None:
+        """Fix the per-app values this provider works with.
+
+        The first app to bind decides; a second app binding the same
+        instance must ask for the same values.
+
+        :param replace: rebind on purpose (a test swapping the clock).
+        :raises ConfigError: if another app already bound this instance
+            with different values.
+        """
+        current = self.binding
+        if current is not None and current != binding and not replace:
+            differ = [
+                f"{name}: {getattr(current, name)!r} here, {getattr(binding, name)!r} asked"
+                for name in ("serializer", "max_lifetime", "clock")
+                if getattr(current, name) != getattr(binding, name)
+            ]
+            raise ConfigError(
+                f"this {type(self).__name__} instance already serves another app with "
+                f"different settings ({'; '.join(differ)}). Give each app its own "
+                "provider instance, or the same GOSESSION_SERIALIZER and "
+                "GOSESSION_MAX_LIFETIME."
+            )
+        self.binding = binding
+        self.serializer = get_serializer(binding.serializer)
+        self.max_lifetime = binding.max_lifetime
+        self.clock = binding.clock
 
     @classmethod
     def from_config(cls, app: Flask) -> Provider:
@@ -180,6 +241,17 @@ class Provider(abc.ABC):
         """
 
     @abc.abstractmethod
+    def session_create(self, key: str, record: Record) -> bool:
+        """Store a new record under ``key`` only if no record is there.
+
+        Atomic: of two concurrent creations of one key exactly one
+        succeeds, and an existing record (a tombstone included) is never
+        replaced. Used by rotation, where more than one request may build
+        the record a rotated-out id forwards to.
+        :returns: whether this call stored the record.
+        """
+
+    @abc.abstractmethod
     def session_read(self, key: str, now: float) -> Record | None:
         """Return the record stored under ``key``, or ``None``.
 
@@ -196,11 +268,14 @@ class Provider(abc.ABC):
         Atomic with respect to every other write to the same key: two
         concurrent updates that change different keys both survive, and for
         the same key the last writer wins. Never creates a record: a missing
-        one gives :attr:`Outcome.MISSING`, and a record whose meta holds
+        one gives :attr:`Outcome.MISSING`, and so does a tombstone (meta
+        holds :data:`DEAD_FIELD`). A record whose meta holds
         :data:`FORWARD_FIELD` is left alone and gives
         :attr:`Outcome.FORWARDED` -- also when ``change.meta`` sets that
         field itself: that is how the manager marks a rotation, and the
-        first of two concurrent rotations must win.
+        first of two concurrent rotations must win. Then
+        :attr:`Change.expect` is checked: if it does not hold, nothing is
+        written and the outcome is :attr:`Outcome.CONFLICT`.
         """
 
     @abc.abstractmethod
@@ -256,11 +331,18 @@ class Provider(abc.ABC):
         """Decide and apply an update against a record already read.
 
         Shared by blob providers inside their own lock, transaction or CAS
-        loop: returns :attr:`Outcome.FORWARDED` without touching ``record``
-        when it was rotated away, else merges and returns
-        :attr:`Outcome.APPLIED`.
+        loop. Without touching ``record``, returns :attr:`Outcome.MISSING`
+        for a tombstone, :attr:`Outcome.FORWARDED` when it was rotated
+        away, :attr:`Outcome.CONFLICT` when :attr:`Change.expect` does not
+        hold; else merges and returns :attr:`Outcome.APPLIED`.
         """
-        if FORWARD_FIELD in record.meta:
+        meta = record.meta
+        if DEAD_FIELD in meta:
+            return Outcome.MISSING
+        if FORWARD_FIELD in meta:
             return Outcome.FORWARDED
+        for name, value in change.expect.items():
+            if meta.get(name) != value:
+                return Outcome.CONFLICT
         apply_change(record, change)
         return Outcome.APPLIED

@@ -268,6 +268,15 @@ class FileProvider(Provider):
         with self._errors("store the session"), self._locked(key[:2]):
             self._write(key, blob, record.atime)
 
+    def session_create(self, key: str, record: Record) -> bool:
+        check_key(key)
+        blob = self.pack(record)
+        with self._errors("create the session"), self._locked(key[:2]):
+            if os.path.lexists(self.path_for(key)):
+                return False
+            self._write(key, blob, record.atime)
+        return True
+
     def session_read(self, key: str, now: float) -> Record | None:
         path = self.path_for(key)
         with self._errors("read the session"):

@@ -215,6 +215,11 @@ class MemcachedProvider(Provider):
         if not stored:
             raise ProviderError("memcached did not store the session")
 
+    def session_create(self, key: str, record: Record) -> bool:
+        """memcached's ``add``: stores only if the key holds nothing."""
+        return bool(self._call("add", self._store_key(key), self.pack(record),
+                               expire=self._expire(), noreply=False))
+
     def session_read(self, key: str, now: float) -> Record | None:
         blob = self._call("get", self._store_key(key))
         if blob is None:

@@ -36,6 +36,15 @@ class MemoryProvider(Provider):
             self._entries[digest] = (record.atime, blob)
             self._entries.move_to_end(digest)
 
+    def session_create(self, key: str, record: Record) -> bool:
+        blob = self.pack(record)
+        digest = bytes.fromhex(key)
+        with self._lock:
+            if digest in self._entries:
+                return False
+            self._entries[digest] = (record.atime, blob)
+        return True
+
     def session_read(self, key: str, now: float) -> Record | None:
         digest = bytes.fromhex(key)
         with self._lock:

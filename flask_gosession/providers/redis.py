@@ -79,7 +79,7 @@ import typing as t
 from ..errors import ConfigError, CorruptRecordError, ProviderError
 from ._addresses import parse_address_list, positive_seconds
 from ._redis_lane import CommandLane
-from .base import FORWARD_FIELD, Change, Outcome, Provider, Record
+from .base import DEAD_FIELD, FORWARD_FIELD, Change, Outcome, Provider, Record
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -116,23 +116,42 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
-#: KEYS[1] = store key; ARGV[1] = TTL in seconds; ARGV[2] = n, the number
-#: of fields to delete; ARGV[3 .. 2+n] = those fields; then field/value pairs
-#: to set, ``a`` included. A record carrying the forward field is left alone,
-#: even by a change that sets that field (the first rotation wins). The type
-#: is checked before anything is written, so the script never fails
-#: half-way.
+#: KEYS[1] = store key; ARGV as for :data:`INIT_SCRIPT`. Writes only if
+#: the key holds nothing; returns 1 if it wrote, 0 if not.
+CREATE_SCRIPT = _CHUNKED + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+chunked('HSET', KEYS[1], 2, #ARGV, 2000)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+#: KEYS[1] = store key; ARGV[1] = TTL in seconds; ARGV[2] = e, the number
+#: of expected meta fields; ARGV[3 .. 2+2e] = field/value pairs that must
+#: hold (an empty value: the field must be absent); ARGV[3+2e] = n, the
+#: number of fields to delete; then those fields; then field/value pairs to
+#: set, ``a`` included. A tombstone reads as missing; a record carrying the
+#: forward field is left alone, even by a change that sets that field (the
+#: first rotation wins). Every check runs before anything is written, so
+#: the script never fails half-way.
 UPDATE_SCRIPT = _CHUNKED + """
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind == 'none' then return 0 end
 if kind ~= 'hash' then return 3 end
+if redis.call('HEXISTS', KEYS[1], 'm:%(dead)s') == 1 then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'm:%(forward)s') == 1 then return 2 end
-local ndel = tonumber(ARGV[2])
-chunked('HDEL', KEYS[1], 3, 2 + ndel, 1000)
-chunked('HSET', KEYS[1], 3 + ndel, #ARGV, 2000)
+local nexp = tonumber(ARGV[2])
+for i = 3, 2 + 2 * nexp, 2 do
+  local have = redis.call('HGET', KEYS[1], ARGV[i])
+  if have == false then have = '' end
+  if have ~= ARGV[i + 1] then return 4 end
+end
+local at = 3 + 2 * nexp
+local ndel = tonumber(ARGV[at])
+chunked('HDEL', KEYS[1], at + 1, at + ndel, 1000)
+chunked('HSET', KEYS[1], at + 1 + ndel, #ARGV, 2000)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
-""" % {"forward": FORWARD_FIELD}
+""" % {"forward": FORWARD_FIELD, "dead": DEAD_FIELD}
 
 #: KEYS[1] = store key; ARGV[1] = atime; ARGV[2] = TTL in seconds. Only a
 #: stored hash is touched: a missing record stays missing.
@@ -143,7 +162,9 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-_UPDATE_OUTCOMES = {0: Outcome.MISSING, 1: Outcome.APPLIED, 2: Outcome.FORWARDED}
+_UPDATE_OUTCOMES = {
+    0: Outcome.MISSING, 1: Outcome.APPLIED, 2: Outcome.FORWARDED, 4: Outcome.CONFLICT,
+}
 _WRONG_TYPE = 3
 
 #: How many keys :meth:`RedisProvider.session_clear` deletes per command,
@@ -305,6 +326,7 @@ class RedisProvider(Provider):
                         raise ProviderError(f"cannot connect to Redis: {err}") from err
                     for name, source in (
                         ("init", INIT_SCRIPT),
+                        ("create", CREATE_SCRIPT),
                         ("update", UPDATE_SCRIPT),
                         ("touch", TOUCH_SCRIPT),
                     ):
@@ -359,7 +381,7 @@ class RedisProvider(Provider):
 
     # -- the provider contract ---------------------------------------------
 
-    def session_init(self, key: str, record: Record) -> None:
+    def _record_args(self, record: Record) -> list[t.Any]:
         dumps = self.serializer.dumps
         args: list[t.Any] = [self._ttl()]
         for name, value in record.data.items():
@@ -368,7 +390,13 @@ class RedisProvider(Provider):
             if value is not None:
                 args += (META_PREFIX + name, dumps(value))
         args += (ATIME_FIELD, repr(float(record.atime)))
-        self._run("init", key, args)
+        return args
+
+    def session_init(self, key: str, record: Record) -> None:
+        self._run("init", key, self._record_args(record))
+
+    def session_create(self, key: str, record: Record) -> bool:
+        return int(self._run("create", key, self._record_args(record))) == 1
 
     def session_read(self, key: str, now: float) -> Record | None:
         try:
@@ -391,7 +419,12 @@ class RedisProvider(Provider):
             else:
                 pairs += (META_PREFIX + name, dumps(value))
         pairs += (ATIME_FIELD, repr(float(change.atime)))
-        result = self._run("update", key, [self._ttl(), len(deleted), *deleted, *pairs])
+        expected: list[t.Any] = []
+        for name, value in change.expect.items():
+            expected += (META_PREFIX + name, b"" if value is None else dumps(value))
+        result = self._run("update", key, [
+            self._ttl(), len(change.expect), *expected, len(deleted), *deleted, *pairs,
+        ])
         if result == _WRONG_TYPE:
             raise CorruptRecordError("the Redis key for this session is not a hash")
         return _UPDATE_OUTCOMES[int(result)]

@@ -223,6 +223,8 @@ class SQLProvider(Provider):
         self._clear = sa.delete(table)
         self._count = sa.select(sa.func.count()).select_from(table)
         self._upsert: t.Any = None
+        #: INSERT that does nothing when the key exists (rowcount 0).
+        self._insert_new: t.Any = None
         if dialect in ("postgresql", "sqlite"):
             if dialect == "postgresql":
                 from sqlalchemy.dialects.postgresql import insert
@@ -233,6 +235,7 @@ class SQLProvider(Provider):
                 index_elements=[c.id],
                 set_={"data": stmt.excluded.data, "atime": stmt.excluded.atime},
             )
+            self._insert_new = stmt.on_conflict_do_nothing(index_elements=[c.id])
         elif dialect in ("mysql", "mariadb"):
             from sqlalchemy.dialects.mysql import insert as mysql_insert
 
@@ -240,6 +243,7 @@ class SQLProvider(Provider):
             self._upsert = stmt.on_duplicate_key_update(
                 data=stmt.inserted.data, atime=stmt.inserted.atime
             )
+            self._insert_new = stmt.prefix_with("IGNORE")
 
     # -- running -----------------------------------------------------------------
 
@@ -363,6 +367,23 @@ class SQLProvider(Provider):
                 # A concurrent insert of the same key won: the update now finds it.
                 if attempt == 3 or not isinstance(err.__cause__, self._sa.exc.IntegrityError):
                     raise
+
+    def session_create(self, key: str, record: Record) -> bool:
+        params = {"k": key, "d": self.pack(record), "a": record.atime}
+        if self._insert_new is not None:
+            rowcount = self._run(
+                "create the session",
+                lambda conn: conn.execute(self._insert_new, params).rowcount,
+                write=True,
+            )
+            return bool(rowcount)
+        try:
+            self._run("create the session", lambda conn: conn.execute(self._insert, params), write=True)
+        except ProviderError as err:
+            if isinstance(err.__cause__, self._sa.exc.IntegrityError):
+                return False  # the key exists
+            raise
+        return True
 
     def _update_or_insert(self, conn: Connection, params: dict[str, t.Any]) -> None:
         """The portable upsert, for dialects without a native one."""

@@ -9,7 +9,7 @@ from werkzeug.datastructures import Headers
 from .errors import ProviderError, StoreUnavailable
 from .manager import Cookie
 from .session import ServerSession
-from .urlrewrite import rewrite_location
+from . import urlrewrite
 
 if t.TYPE_CHECKING:
     from flask import Flask, Request, Response
@@ -62,7 +62,10 @@ class GoSessionInterface(SessionInterface):
                 session.ensure_loaded()
             action = manager.save(session)
         except ProviderError:
-            _become_unavailable(app, response)
+            if session.via_url:
+                _become_unavailable_via_url(app, response)
+            else:
+                _become_unavailable(app, response)
             return
         if action is Cookie.NONE:
             return
@@ -82,8 +85,11 @@ class GoSessionInterface(SessionInterface):
             )
             response.vary.add("Cookie")
             return
-        if session.via_url and action is not Cookie.DELETE:
-            rewrite_location(response, name, session.sid)
+        if session.via_url:
+            # Only to this host; adds Referrer-Policy and Cache-Control when
+            # it does (pages whose links got the id get them from the
+            # url_defaults hook).
+            urlrewrite.rewrite_location(response, name, session.sid)
         if action is Cookie.KEEP and not self.should_set_cookie(app, session):
             return
         response.set_cookie(
@@ -107,6 +113,16 @@ def _vary_cookie(response: Response) -> None:
 
 def _manager(app: Flask) -> Manager:
     return app.extensions["gosession"]  # type: ignore[no-any-return]
+
+
+def _become_unavailable_via_url(app: Flask, response: Response) -> None:
+    """:func:`_become_unavailable` in URL-rewrite mode: the 503 page gets
+    the id-in-URL headers only if its own links carry the id (an error
+    handler that calls ``url_for``), whatever the replaced page had."""
+    urlrewrite.unmark()
+    _become_unavailable(app, response)
+    if urlrewrite.marked():
+        urlrewrite.protect(response)
 
 
 def _become_unavailable(app: Flask, response: Response) -> None:

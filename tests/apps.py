@@ -152,6 +152,25 @@ def make_app(config: dict[str, t.Any], clock: t.Callable[[], float], instance_pa
     def away() -> t.Any:
         return redirect("https://elsewhere.example/path")
 
+    @app.get("/to")
+    def to() -> t.Any:
+        """A 302 whose Location is exactly ``target``, as the app set it.
+
+        ``cc`` and ``rp`` set the response's own ``Cache-Control`` and
+        ``Referrer-Policy``.
+        """
+        response = app.response_class("moved", status=302)
+        response.headers["Location"] = request.args["target"]
+        _own_headers(response)
+        return response
+
+    @app.get("/page")
+    def page() -> t.Any:
+        """A page with one link built by ``url_for`` (``cc``, ``rp`` as for ``/to``)."""
+        response = app.make_response(url_for("get", key="a"))
+        _own_headers(response)
+        return response
+
     @app.get("/clear")
     def clear() -> str:
         session.clear()
@@ -179,3 +198,10 @@ def make_app(config: dict[str, t.Any], clock: t.Callable[[], float], instance_pa
     ext.exempt(api)
     app.register_blueprint(api)
     return app
+
+
+def _own_headers(response: t.Any) -> None:
+    if "cc" in request.args:
+        response.headers["Cache-Control"] = request.args["cc"]
+    if "rp" in request.args:
+        response.headers["Referrer-Policy"] = request.args["rp"]

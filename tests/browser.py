@@ -78,13 +78,15 @@ def launch() -> t.Iterator[Browser]:
 
 
 class Loopback:
-    """A browser context pinned to one loopback origin.
+    """A browser context pinned to one loopback origin (plus the loopback
+    ports in ``also``, for tests that need a second server).
 
     ``blocked`` lists every request that tried to go anywhere else.
     """
 
-    def __init__(self, browser: Browser, port: int) -> None:
+    def __init__(self, browser: Browser, port: int, also: t.Iterable[int] = ()) -> None:
         self.origin = f"http://127.0.0.1:{port}"
+        self.allowed = {self.origin, *(f"http://127.0.0.1:{other}" for other in also)}
         self.blocked: list[str] = []
         self.context: BrowserContext = browser.new_context(base_url=self.origin)
         self.context.set_default_timeout(TIMEOUT)
@@ -94,7 +96,7 @@ class Loopback:
 
     def _guard(self, route: Route) -> None:
         url = urllib.parse.urlsplit(route.request.url)
-        if f"{url.scheme}://{url.netloc}" == self.origin:
+        if f"{url.scheme}://{url.netloc}" in self.allowed:
             route.continue_()
         else:
             self.blocked.append(route.request.url)
@@ -112,9 +114,9 @@ class Loopback:
 
 
 @contextlib.contextmanager
-def loopback(browser: Browser, port: int) -> t.Iterator[Loopback]:
+def loopback(browser: Browser, port: int, also: t.Iterable[int] = ()) -> t.Iterator[Loopback]:
     """A :class:`Loopback` context, closed afterwards; asserts nothing left loopback."""
-    ctx = Loopback(browser, port)
+    ctx = Loopback(browser, port, also)
     try:
         yield ctx
     finally:

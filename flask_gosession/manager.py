@@ -12,27 +12,24 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import logging
 import time
 import typing as t
 
 from flask import current_app, request
 
 from . import signals
-from .errors import CorruptRecordError, ProviderError
+from .errors import CorruptRecordError
 from .gc import GCThread
 from .ids import is_valid_sid, label, new_sid, new_token, open_token, seal_token, store_key
 from .meta import AGENT, CREATED, ISSUED, PREVIOUS, TOKEN
-from .providers.base import DEAD_FIELD, FORWARD_FIELD, Binding, Change, Outcome, Provider, Record
+from .providers.base import FORWARD_FIELD, Binding, Change, Outcome, Provider, Record
 from .rotation import Rotation
 from .serializers import tag, untag
 from .session import ServerSession
+from .store import Store
 
 if t.TYPE_CHECKING:
     from .settings import Settings
-
-log = logging.getLogger("flask_gosession")
-
 
 class Cookie(enum.Enum):
     """What the response must do with the session cookie."""
@@ -60,16 +57,25 @@ class Manager:
 
     def __init__(self, provider: Provider, settings: Settings,
                  clock: t.Callable[[], float] = time.time) -> None:
-        self.provider = provider
+        #: The provider, called through outage logging and record hygiene.
+        self.store = Store(provider)
         self.settings = settings
         self._clock = clock
         provider.bind(Binding(settings.serializer, settings.max_lifetime, clock))
-        self._down = False
         self.rotation = Rotation(self)
         #: The background GC thread of this manager.
         self.gc_thread = GCThread(
             self.gc, 0 if provider.native_ttl else settings.gc_interval
         )
+
+    @property
+    def provider(self) -> Provider:
+        """The store's provider."""
+        return self.store.provider
+
+    @provider.setter
+    def provider(self, value: Provider) -> None:
+        self.store.provider = value
 
     # -- clock ------------------------------------------------------------
 
@@ -84,44 +90,6 @@ class Manager:
         binding = t.cast(Binding, self.provider.binding)
         self.provider.bind(Binding(binding.serializer, binding.max_lifetime, value), replace=True)
 
-    # -- store calls, with outage logging ---------------------------------
-
-    def store(self, method: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
-        """Call a provider method, logging an outage once and its end once."""
-        try:
-            result = method(*args)
-        except ProviderError as err:
-            if not self._down:
-                self._down = True
-                log.error("session store %s failed: %s", type(self.provider).__name__, err)
-            else:
-                log.debug("session store still failing: %s", err)
-            raise
-        if self._down:
-            self._down = False
-            log.warning("session store %s recovered", type(self.provider).__name__)
-        return result
-
-    def read(self, key: str, now: float, *, raw: bool = False) -> Record | None:
-        """Read a record; a corrupt one is logged, removed and reads as None.
-
-        :param raw: return a tombstone too (destroying needs its fields);
-            otherwise a tombstone reads as no record.
-        """
-        try:
-            record: Record | None = self.store(self.provider.session_read, key, now)
-        except CorruptRecordError as err:
-            self.drop_corrupt(key, err)
-            return None
-        if record is not None and not raw and DEAD_FIELD in record.meta:
-            return None
-        return record
-
-    def drop_corrupt(self, key: str, err: Exception) -> None:
-        """Log and remove a record that cannot be decoded."""
-        log.warning("discarding corrupt session record %s: %s", label(key), err)
-        self.store(self.provider.session_destroy, key)
-
     # -- opening and loading -------------------------------------------------
 
     def open(self, presented: str | None = None, via_url: bool = False,
@@ -133,21 +101,6 @@ class Manager:
         """
         self.gc_thread.ensure_started()
         return ServerSession(self, presented, via_url, request=request)
-
-    def url_sid(self, session: ServerSession) -> str | None:
-        """The id that URLs built during this request must carry, or None.
-
-        Used in URL-rewrite mode for clients that sent no cookie: a session
-        that exists (or will be stored by this request) is named by the id
-        it will have once the response is saved, so a rotation decided in
-        this request never leaves links to the old id in the page.
-        """
-        if not session.loaded and session.presented is None:
-            return None
-        session.ensure_loaded()
-        if session.new and session.has_nothing_to_store:
-            return None
-        return session.next_sid or session.sid
 
     def assign_new_id(self, session: ServerSession) -> None:
         """Give a new session a fresh id (never the one presented)."""
@@ -169,7 +122,7 @@ class Manager:
             return
         now = self._clock()
         key = store_key(presented)
-        record = self.read(key, now)
+        record = self.store.read(key, now)
         if record is None:
             session.refuse()
             return
@@ -183,7 +136,7 @@ class Manager:
         try:
             expired = self._expiry(record, now)
             if expired:
-                self.store(self.provider.session_destroy, key)
+                self.store.destroy(key)
                 signals.session_expired.send(self.app(), sid_hash=label(key), reason=expired)
                 session.refuse()
                 return
@@ -195,7 +148,7 @@ class Manager:
                 return
             values = {k: untag(v) for k, v in record.data.items()}
         except Exception as err:  # untag() of hostile data raises anything
-            self.drop_corrupt(key, err)
+            self.store.drop_corrupt(key, err)
             session.refuse()
             return
         token = open_token(sid, record.meta.get(TOKEN))
@@ -238,7 +191,7 @@ class Manager:
             # The record was corrupted while this request ran: it is
             # dropped like any corrupt record, and the client starts over.
             if session.key is not None:
-                self.drop_corrupt(session.key, err)
+                self.store.drop_corrupt(session.key, err)
             return Cookie.DELETE
         finally:
             session.reset()
@@ -256,8 +209,8 @@ class Manager:
         if session.rotate:
             return Cookie.SET if self.rotation.rotate(session, now) else Cookie.DELETE
         if session.dirty:
-            outcome = self.store(self.provider.session_update, session.key,
-                                 self.change_for(session, session.sid, now))
+            outcome = self.store.update(t.cast(str, session.key),
+                                        self.change_for(session, session.sid, now))
             if outcome is Outcome.FORWARDED:
                 hop = self.rotation.save_forwarded(session, now)
                 if hop is None:
@@ -268,7 +221,7 @@ class Manager:
                 # Destroyed by a concurrent request (logout): never bring it back.
                 return Cookie.DELETE
         elif not self.provider.touches_on_read and now - session.atime >= self.settings.refresh_interval:
-            self.store(self.provider.session_touch, session.key, now)
+            self.store.touch(t.cast(str, session.key), now)
         return Cookie.SET if session.reissue else Cookie.KEEP
 
     def _save_new(self, session: ServerSession, now: float) -> Cookie:
@@ -284,7 +237,7 @@ class Manager:
         if self.settings.bind_user_agent:
             meta[AGENT] = self._agent()
         values = {k: tag(v) for k, v in session.snapshot().items()}
-        self.store(self.provider.session_init, key, Record(values, meta, now))
+        self.store.init(key, Record(values, meta, now))
         session.stored(meta, now)
         signals.session_created.send(self.app(), sid_hash=label(key))
         return Cookie.SET
@@ -352,7 +305,7 @@ class Manager:
         token = new_token()
         replacement = seal_token(session.sid, token)
         change = Change(meta={TOKEN: replacement}, expect={TOKEN: sealed}, atime=self._clock())
-        outcome = self.store(self.provider.session_update, session.key, change)
+        outcome = self.store.update(t.cast(str, session.key), change)
         if outcome is not Outcome.APPLIED:
             return False
         session.token_consumed(token, replacement)
@@ -362,19 +315,11 @@ class Manager:
 
     def gc(self) -> int:
         """Remove expired sessions now; return how many were removed."""
-        return int(self.store(self.provider.session_gc, self.settings.max_lifetime))
-
-    def start_gc(self) -> None:
-        """Start the background GC thread of this process (idempotent)."""
-        self.gc_thread.start()
-
-    def stop_gc(self, timeout: float | None = 5) -> None:
-        """Stop the background GC thread and wait for it to finish."""
-        self.gc_thread.stop(timeout)
+        return int(self.store.call("session_gc", self.settings.max_lifetime))
 
     def close(self) -> None:
         """Stop GC and release the provider's connections."""
-        self.stop_gc()
+        self.gc_thread.stop()
         self.provider.close()
 
     # -- helpers ------------------------------------------------------------------

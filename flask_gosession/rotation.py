@@ -181,7 +181,7 @@ class Rotation:
             if build:
                 record = self._read_target(sid, key, record, forward, target_key, now)
             else:
-                record = self.manager.read(target_key, now)
+                record = self.manager.store.read(target_key, now)
             sid, key = target, target_key
         raise CorruptRecordError("forward chain too long")
 
@@ -197,7 +197,7 @@ class Rotation:
         """Read the target of a forward; build it if the mark is fresh and
         the rotating request has not written it yet (step 2 above)."""
         manager = self.manager
-        target = manager.read(target_key, now)
+        target = manager.store.read(target_key, now)
         if (
             target is not None
             or forward.until is None
@@ -207,7 +207,7 @@ class Rotation:
         built = moved_record(record, sid, forward.target, forward.marked, previous=key)
         if self._create_checked(key, target_key, built):
             return built
-        return manager.read(target_key, now)
+        return manager.store.read(target_key, now)
 
     def _create_checked(self, old_key: str, new_key: str, record: Record) -> bool:
         """Create the moved record, then check that the old one still exists
@@ -216,10 +216,10 @@ class Rotation:
         :returns: whether this call created the record and it stands.
         """
         manager = self.manager
-        if not manager.store(manager.provider.session_create, new_key, record):
+        if not manager.store.create(new_key, record):
             return False
-        if manager.read(old_key, manager.clock()) is None:
-            manager.store(manager.provider.session_destroy, new_key)
+        if manager.store.read(old_key, manager.clock()) is None:
+            manager.store.destroy(new_key)
             return False
         return True
 
@@ -248,7 +248,7 @@ class Rotation:
         except Moved:
             return None
         except CorruptRecordError as err:
-            self.manager.drop_corrupt(key, err)
+            self.manager.store.drop_corrupt(key, err)
             return None
         return last if last.record is not None else None
 
@@ -269,7 +269,7 @@ class Rotation:
         sid, key = session.sid, t.cast(str, session.key)
         for _ in range(MAX_HOPS):
             try:
-                last = self.resolve(sid, key, manager.read(key, now), now)
+                last = self.resolve(sid, key, manager.store.read(key, now), now)
             except Reused as reuse:
                 self.reuse_detected(reuse)
                 return None
@@ -277,8 +277,7 @@ class Rotation:
                 return None
             if last.record is None:
                 return None
-            outcome = manager.store(manager.provider.session_update, last.key,
-                                    manager.change_for(session, last.sid, now))
+            outcome = manager.store.update(last.key, manager.change_for(session, last.sid, now))
             if outcome is Outcome.APPLIED:
                 return last
             if outcome is not Outcome.FORWARDED:
@@ -302,8 +301,7 @@ class Rotation:
             mark: dict[str, t.Any] = {FORWARD_FIELD: seal_forward(old_sid, new_sid), FORWARD_AT: now}
             if not privilege:
                 mark[FORWARD_UNTIL] = now + manager.settings.rotate_grace
-            outcome = manager.store(manager.provider.session_update, old_key,
-                                    Change(meta=mark, atime=now))
+            outcome = manager.store.update(old_key, Change(meta=mark, atime=now))
             if outcome is Outcome.APPLIED:
                 break
             if outcome is not Outcome.FORWARDED:
@@ -319,7 +317,7 @@ class Rotation:
                 session.moved_to(hop.sid, hop.key, session.meta)
                 return True
             try:
-                hop = self.resolve(old_sid, old_key, manager.read(old_key, now), now)
+                hop = self.resolve(old_sid, old_key, manager.store.read(old_key, now), now)
             except (Reused, Moved, CorruptRecordError):
                 return False
             if hop.record is None:
@@ -327,7 +325,7 @@ class Rotation:
             old_sid, old_key = hop.sid, hop.key
         else:
             return False
-        frozen = manager.read(old_key, now)
+        frozen = manager.store.read(old_key, now)
         if frozen is None:
             return False
         change = manager.change_for(session, old_sid, now)
@@ -336,18 +334,17 @@ class Rotation:
                              previous=None if privilege else old_key)
         if privilege:
             previous = frozen.meta.get(PREVIOUS)
-            manager.store(manager.provider.session_init, new_key, moved)
-            if manager.read(old_key, now) is None:  # a logout won the race
-                manager.store(manager.provider.session_destroy, new_key)
+            manager.store.init(new_key, moved)
+            if manager.store.read(old_key, now) is None:  # a logout won the race
+                manager.store.destroy(new_key)
                 return False
-            manager.store(manager.provider.session_destroy, old_key)
+            manager.store.destroy(old_key)
             if isinstance(previous, str) and len(previous) == 64:
-                manager.store(manager.provider.session_destroy, previous)
+                manager.store.destroy(previous)
         elif not self._create_checked(old_key, new_key, moved):
             # A follower built the new record first (or a logout won): merge
             # this request's change into whatever stands there now.
-            outcome = manager.store(manager.provider.session_update, new_key,
-                                    manager.change_for(session, new_sid, now))
+            outcome = manager.store.update(new_key, manager.change_for(session, new_sid, now))
             if outcome is not Outcome.APPLIED:
                 return False
         session.moved_to(new_sid, new_key, moved.meta)
@@ -367,12 +364,12 @@ class Rotation:
         :param previous: the store key the first record replaced, if known.
         """
         manager = self.manager
-        provider = manager.provider
+        store = manager.store
         now = manager.clock()
         tombstone = Change(meta={DEAD_FIELD: 1}, atime=now)
         for hop in self.walk(sid, key, None, now, judge=False, build=False):
-            outcome = manager.store(provider.session_update, hop.key, tombstone)
-            record = manager.read(hop.key, now, raw=True)
+            outcome = store.update(hop.key, tombstone)
+            record = store.read(hop.key, now, raw=True)
             hop.record = record if outcome is Outcome.FORWARDED else None
             earlier = record.meta.get(PREVIOUS) if record is not None else previous
             # The id it replaced goes first: while this record's tombstone
@@ -380,8 +377,8 @@ class Rotation:
             # once both are gone, a rebuild finds its source gone and undoes
             # itself.
             if isinstance(earlier, str) and len(earlier) == 64:
-                manager.store(provider.session_destroy, earlier)
-            manager.store(provider.session_destroy, hop.key)
+                store.destroy(earlier)
+            store.destroy(hop.key)
             previous = None
             if outcome is not Outcome.MISSING:
                 signals.session_destroyed.send(manager.app(), sid_hash=label(hop.key), reason=reason)
@@ -393,7 +390,7 @@ class Rotation:
         revoked = manager.settings.revoke_on_reuse
         if revoked:
             self.destroy_chain(reuse.target, store_key(reuse.target), "revoked")
-            manager.store(manager.provider.session_destroy, reuse.key)
+            manager.store.destroy(reuse.key)
         signals.hijack_suspected.send(manager.app(), sid_hash=label(reuse.key),
                                       reason="reuse", revoked=revoked)
         log.warning("rotated-out session id %s reused after its grace window%s",

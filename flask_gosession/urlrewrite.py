@@ -47,12 +47,28 @@ def add_sid_to_urls(endpoint: str, values: dict[str, t.Any]) -> None:
     manager = current_app.extensions["gosession"]
     name = manager.settings.cookie_name
     if name not in values:
-        sid = manager.url_sid(sess)
+        sid = url_sid(sess)
         if sid is not None:
             values[name] = sid
             if not g.get(_MARK):
                 setattr(g, _MARK, True)
                 after_this_request(protect)
+
+
+def url_sid(session: ServerSession) -> str | None:
+    """The id that URLs built during this request must carry, or None.
+
+    For clients that sent no cookie: a session that exists (or will be
+    stored by this request) is named by the id it will have once the
+    response is saved, so a rotation decided in this request never leaves
+    links to the old id in the page.
+    """
+    if not session.loaded and session.presented is None:
+        return None
+    session.ensure_loaded()
+    if session.new and session.has_nothing_to_store:
+        return None
+    return session.next_sid or session.sid
 
 
 def marked() -> bool:

@@ -148,7 +148,7 @@ def test_gc_thread_removes_expired_and_keeps_live(client, app, clock):
     assert manager.provider.session_count() == 1
     assert live.get("/get/b").json["value"] == "2"
     thread = manager.gc_thread.thread
-    manager.stop_gc()
+    manager.gc_thread.stop()
     assert not thread.is_alive()
 
 

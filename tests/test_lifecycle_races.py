@@ -246,3 +246,25 @@ def test_dead_forward_is_answered_at_once(app, clock):
 
 
 FRESH = 5.0
+
+
+# -- what a store dump gives ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("app_config", [{"GOSESSION_TOKEN_CHECK": True, "GOSESSION_GC_INTERVAL": 0}])
+def test_a_store_dump_holds_no_usable_token_or_id(app):
+    """The record holds the token sealed with the id, and no id at all."""
+    with serve(app) as port:
+        token, sid = token_and_cookie(port)
+        record = stored(app, sid)
+        assert record is not None
+        dump = repr(record)
+        assert token not in dump and sid not in dump
+        # What the dump holds is no token: presenting it is refused.
+        sealed = record.meta["t"]
+        status, _, _ = request(port, "/slow-write", sid, method="POST",
+                               headers={"X-GoSession-Token": sealed})
+        assert status == 400
+        status, _, _ = request(port, "/slow-write", sid, method="POST",
+                               headers={"X-GoSession-Token": token})
+        assert status == 200

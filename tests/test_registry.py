@@ -136,3 +136,33 @@ def test_importing_registers_nothing_and_imports_no_client():
 def test_provider_base_is_abstract():
     with pytest.raises(TypeError):
         Provider()  # type: ignore[abstract]
+
+
+def test_a_provider_instance_shared_by_two_apps_must_agree(tmp_path):
+    """Per-app values are bound, not assigned: a second app asking the same
+    instance for another lifetime is refused instead of silently deciding
+    the first app's TTLs."""
+    from flask import Flask
+
+    from flask_gosession import ConfigError, GoSession
+    from flask_gosession.providers.memory import MemoryProvider
+
+    shared = MemoryProvider()
+    register("shared-two-apps", shared)
+    try:
+        def app_with(**config):  # type: ignore[no-untyped-def]
+            app = Flask(__name__, instance_path=str(tmp_path))
+            app.config.update(GOSESSION_PROVIDER="shared-two-apps", GOSESSION_GC_INTERVAL=0,
+                              GOSESSION_ABSOLUTE_LIFETIME=None, **config)
+            GoSession(app)
+            return app
+
+        first = app_with(GOSESSION_MAX_LIFETIME=60)
+        assert shared.max_lifetime == 60
+        with pytest.raises(ConfigError, match="max_lifetime: 60 here, 7200 asked"):
+            app_with(GOSESSION_MAX_LIFETIME=7200)
+        assert shared.max_lifetime == 60  # the first app's TTLs are untouched
+        second = app_with(GOSESSION_MAX_LIFETIME=60)  # agreeing apps may share it
+        assert second.extensions["gosession"].provider is first.extensions["gosession"].provider
+    finally:
+        unregister("shared-two-apps")

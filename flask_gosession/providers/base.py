@@ -143,6 +143,11 @@ class Provider(abc.ABC):
     #: ``True`` when the backend expires records by itself (native TTL), so
     #: :meth:`session_gc` has nothing to do and no GC thread is started.
     native_ttl: t.ClassVar[bool] = False
+    #: ``True`` when records live in this process only (the ``memory``
+    #: store): other worker processes, and the ``flask gosession`` command
+    #: line, cannot see them. ``init_app`` then warns outside debug and
+    #: testing, and the command line says what it cannot see.
+    process_local: t.ClassVar[bool] = False
 
     #: Time source, seconds since the epoch. Set by the manager.
     clock: t.Callable[[], float] = staticmethod(time.time)  # type: ignore[assignment]

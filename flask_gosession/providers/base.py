@@ -50,6 +50,10 @@ if t.TYPE_CHECKING:
 #: makes :meth:`Provider.session_update` answer :attr:`Outcome.FORWARDED`.
 FORWARD_FIELD = "f"
 
+#: A well-formed key that no session can have (the SHA-256 of an id is
+#: never all zeros), read by :meth:`Provider.ping`.
+PROBE_KEY = "0" * 64
+
 
 @dataclass(slots=True)
 class Record:
@@ -228,6 +232,21 @@ class Provider(abc.ABC):
         """
 
     # -- administration ---------------------------------------------------
+
+    def ping(self) -> None:
+        """Check that the store answers, for ``flask gosession gc`` on stores
+        whose :meth:`session_gc` has nothing to do and so would not notice
+        an outage.
+
+        The default reads a key no session can have (all zeros), which
+        every provider already supports; override it with a cheaper
+        round trip if the store has one.
+        :raises ProviderError: if the store does not answer.
+        """
+        try:
+            self.session_read(PROBE_KEY, self.clock())
+        except CorruptRecordError:
+            pass  # the store answered
 
     def session_count(self) -> int | None:
         """How many records are stored, or ``None`` if the store cannot tell."""

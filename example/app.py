@@ -30,7 +30,7 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
     )
     for key, value in os.environ.items():
         if key.startswith("GOSESSION_") and key != "GOSESSION_PROVIDER":
-            app.config[key] = int(value) if value.isdigit() else value
+            app.config[key] = value  # "3600", "true", "none": init_app parses them
     app.config.update(config or {})
     gosession.init_app(app)
 

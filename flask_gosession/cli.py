@@ -1,5 +1,22 @@
-"""``flask gosession``: garbage collection, statistics and clearing."""
+"""``flask gosession``: garbage collection, statistics and clearing.
+
+The contract for cron and scripts: exit status 0 means the store answered
+and the command did its job. A store failure (any
+:class:`~flask_gosession.errors.ProviderError`) exits with status 1 and
+one line on stderr, ``Error: <command> failed: <reason>``.
+
+The commands call the provider directly, not through the
+:class:`~flask_gosession.manager.Manager`: the manager logs an outage for a
+long-running server, and through it a failure would be reported twice
+(once by that log, once by the command). Here the command is the report.
+
+The ``memory`` store lives inside each server process, so a ``flask``
+command, which runs in a process of its own, never sees a server's
+sessions; the commands say so rather than report an empty store.
+"""
 from __future__ import annotations
+
+import typing as t
 
 import click
 from flask import current_app
@@ -7,47 +24,100 @@ from flask.cli import AppGroup
 
 from .errors import GoSessionError
 
+if t.TYPE_CHECKING:
+    from .manager import Manager
+    from .providers.base import Provider
+
 gosession_cli = AppGroup("gosession", help="Manage server-side sessions.")
 
+#: What the commands add for a store whose sessions live in one process.
+PROCESS_LOCAL_NOTE = (
+    "note: the {name} store keeps sessions inside each server process; this "
+    "command runs in a process of its own and sees only that process's store, "
+    "not a running server's sessions (use file, sql, redis or memcached to "
+    "share sessions between processes and with this command)"
+)
 
-def _manager():  # type: ignore[no-untyped-def]
+_T = t.TypeVar("_T")
+
+
+def _manager() -> Manager:
     manager = current_app.extensions.get("gosession")
     if manager is None:
         raise click.ClickException("flask-gosession is not initialised on this app")
-    return manager
+    return t.cast("Manager", manager)
+
+
+def _store(command: str, call: t.Callable[..., _T], *args: t.Any) -> _T:
+    """Run one provider call; a failure becomes one ``Error:`` line, exit 1.
+
+    :raises click.ClickException: for a :class:`GoSessionError` (a store
+        failure) or a :class:`NotImplementedError` (a store that cannot do
+        this), with the reason on a single line.
+    """
+    try:
+        return call(*args)
+    except (GoSessionError, NotImplementedError) as err:
+        # Driver messages (libpq's "Is the server running ...?") span lines.
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise click.ClickException(f"{command} failed: {reason}") from None
+
+
+def _name(provider: Provider) -> str:
+    spec = current_app.config["GOSESSION_PROVIDER"]
+    return spec if isinstance(spec, str) else type(provider).__name__
+
+
+def _note(provider: Provider) -> None:
+    if provider.process_local:
+        click.echo(PROCESS_LOCAL_NOTE.format(name=_name(provider)))
 
 
 @gosession_cli.command("gc")
 def gc_command() -> None:
-    """Remove expired sessions now (for cron)."""
-    try:
-        removed = _manager().gc()
-    except GoSessionError as err:
-        raise click.ClickException(f"gc failed: {err}") from err
+    """Remove expired sessions now (for cron).
+
+    A store that expires sessions by itself (Redis, Memcached) has nothing
+    to remove; it is still asked to answer, so an outage exits with 1.
+    """
+    manager = _manager()
+    provider = manager.provider
+    if provider.native_ttl:
+        _store("gc", provider.ping)
+        click.echo(
+            f"removed 0 expired session(s): the {_name(provider)} store "
+            "expires sessions by itself"
+        )
+        return
+    removed = _store("gc", provider.session_gc, manager.settings.max_lifetime)
     click.echo(f"removed {removed} expired session(s)")
+    _note(provider)
 
 
 @gosession_cli.command("stats")
 def stats_command() -> None:
     """Show the provider and how many sessions it holds."""
-    manager = _manager()
-    try:
-        count = manager.provider.session_count()
-    except GoSessionError as err:
-        raise click.ClickException(f"stats failed: {err}") from err
-    click.echo(f"provider: {current_app.config['GOSESSION_PROVIDER']} "
-               f"({type(manager.provider).__name__})")
-    click.echo(f"sessions: {count if count is not None else 'unknown (the store cannot count)'}")
+    provider = _manager().provider
+    count = _store("stats", provider.session_count)
+    if count is None:
+        _store("stats", provider.ping)  # cannot count, but must answer
+    click.echo(f"provider: {_name(provider)} ({type(provider).__name__})")
+    if count is None:
+        click.echo("sessions: unknown (the store cannot count)")
+    elif provider.process_local:
+        click.echo(f"sessions: {count} in this command's own process")
+    else:
+        click.echo(f"sessions: {count}")
+    _note(provider)
 
 
 @gosession_cli.command("clear")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def clear_command(yes: bool) -> None:
     """Remove every session (everyone is logged out)."""
+    provider = _manager().provider
     if not yes:
         click.confirm("Remove ALL sessions? Every user will be logged out.", abort=True)
-    try:
-        removed = _manager().provider.session_clear()
-    except (GoSessionError, NotImplementedError) as err:
-        raise click.ClickException(f"clear failed: {err}") from err
+    removed = _store("clear", provider.session_clear)
     click.echo(f"removed {removed if removed >= 0 else 'all'} session(s)")
+    _note(provider)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import time
 import typing as t
 import weakref
@@ -9,12 +10,14 @@ import weakref
 from .errors import ProviderError, StoreUnavailable
 from .interface import GoSessionInterface
 from .manager import Manager
-from .registry import build_provider
-from .settings import load_settings
+from .registry import build_provider, known_keys
+from .settings import load_settings, warn_unknown_keys
 from .tokens import TokenGuard, gosession_token, gosession_token_field
 
 if t.TYPE_CHECKING:
     from flask import Flask
+
+log = logging.getLogger("flask_gosession")
 
 _interface = GoSessionInterface()
 
@@ -45,7 +48,20 @@ class GoSession:
         :raises RegistryError: for an unknown or unimportable provider.
         """
         settings = load_settings(app)
-        manager = Manager(build_provider(app), settings, clock=self.clock)
+        provider = build_provider(app)
+        warn_unknown_keys(app.config, known_keys(app, provider))
+        if provider.process_local and not (app.debug or app.testing):
+            # The most common silent failure: under gunicorn -w 4 each worker
+            # has its own sessions, and nothing else would say so.
+            log.warning(
+                "the %s session store keeps sessions in this process's memory: under a "
+                "server with several worker processes (gunicorn -w N, uWSGI processes) "
+                "each worker has its own sessions, so logins seem to fail at random; "
+                "use a store shared between processes (file, sql, redis or memcached) "
+                "unless the app runs in exactly one process",
+                type(provider).__name__,
+            )
+        manager = Manager(provider, settings, clock=self.clock)
         app.extensions["gosession"] = manager
         app.session_interface = _interface
 

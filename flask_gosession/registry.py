@@ -137,6 +137,33 @@ def build_provider(app: Flask) -> Provider:
     return spec.from_config(app)
 
 
+def known_keys(app: Flask, provider: Provider) -> set[str]:
+    """Every ``GOSESSION_*`` key that means something to this app.
+
+    The core :data:`~flask_gosession.settings.DEFAULTS`, the
+    :meth:`~Provider.config_defaults` of every built-in provider whichever
+    is selected (so switching ``GOSESSION_PROVIDER`` between environments
+    leaves the other stores' keys unremarked), and those of the selected
+    ``provider``'s class (so a third-party provider's keys count when it is
+    the one in use). Built from the declared defaults, so a new key is
+    known as soon as it has one. A built-in whose module cannot be imported
+    is skipped: its modules import no client library, so this never fails
+    for a missing extra.
+    """
+    from .settings import DEFAULTS
+
+    keys = set(DEFAULTS)
+    classes: list[type[Provider]] = [type(provider)]
+    for module, attr, _ in BUILTINS.values():
+        try:
+            classes.append(getattr(importlib.import_module(module), attr))
+        except (ImportError, AttributeError):
+            continue
+    for cls in classes:
+        keys.update(cls.config_defaults(app))
+    return keys
+
+
 def _load(module: str, attr: str, spec: str, extra: str | None) -> ProviderSpec:
     try:
         obj = getattr(importlib.import_module(module), attr)

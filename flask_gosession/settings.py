@@ -6,13 +6,21 @@ reads plain attributes instead of parsing config.
 """
 from __future__ import annotations
 
+import difflib
+import logging
 import typing as t
 from dataclasses import dataclass
 
+from . import coerce
 from .errors import ConfigError
 
 if t.TYPE_CHECKING:
     from flask import Flask
+
+log = logging.getLogger("flask_gosession")
+
+#: The prefix of every setting this extension reads.
+PREFIX = "GOSESSION_"
 
 #: Every core ``GOSESSION_*`` key and its default. Providers add their own.
 DEFAULTS: dict[str, t.Any] = {
@@ -58,27 +66,41 @@ class Settings:
     url_rewrite: bool
 
 
-def _number(config: t.Mapping[str, t.Any], key: str, *, optional: bool = False,
+def _number(config: t.Any, key: str, *, optional: bool = False,
             positive: bool = True, allow_zero: bool = False, integer: bool = True) -> t.Any:
+    """Validate a number of seconds and store it back in ``config`` normalised.
+
+    Strings (from the environment) are parsed by :func:`coerce.number`, and
+    for an ``optional`` key :func:`coerce.is_none` spellings mean ``None``.
+    """
     value = config[key]
-    if value is None and optional:
+    if optional and coerce.is_none(value):
+        config[key] = None
         return None
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
+    try:
+        parsed = coerce.number(value, integer=integer)
+    except ValueError:
         kind = "an integer number of seconds" if integer else "a number of seconds"
         extra = " or None" if optional else ""
-        raise ConfigError(f"{key} must be {kind}{extra}, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero and positive):
+        raise ConfigError(f"{key} must be {kind}{extra}, got {value!r}") from None
+    if parsed < 0 or (parsed == 0 and not allow_zero and positive):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{key} must be {bound}, got {value!r}")
-    return value
+    config[key] = parsed
+    return parsed
 
 
-def _flag(config: t.Mapping[str, t.Any], key: str) -> bool:
+def _flag(config: t.Any, key: str) -> bool:
+    """Validate a flag (see :func:`coerce.flag`) and store it back as a bool."""
     value = config[key]
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be True or False, got {value!r}")
-    return value
+    try:
+        config[key] = parsed = coerce.flag(value)
+    except ValueError:
+        raise ConfigError(
+            f"{key} must be True or False (or 'true'/'false', 'yes'/'no', '1'/'0'), "
+            f"got {value!r}"
+        ) from None
+    return parsed
 
 
 def _name(config: t.Mapping[str, t.Any], key: str, pattern: str = "") -> str:
@@ -119,6 +141,16 @@ def load_settings(app: Flask) -> Settings:
             f"GOSESSION_ABSOLUTE_LIFETIME ({absolute}) is shorter than "
             f"GOSESSION_MAX_LIFETIME ({max_lifetime}); use None to disable it"
         )
+    rotate_after = _number(config, "GOSESSION_ROTATE_AFTER", optional=True)
+    rotate_grace = _number(config, "GOSESSION_ROTATE_GRACE", allow_zero=True)
+    if rotate_after is not None and rotate_grace >= rotate_after:
+        # The old id would still work after its successor is itself rotated
+        # out, so rotation would never retire it; almost always a unit slip.
+        raise ConfigError(
+            f"GOSESSION_ROTATE_GRACE ({rotate_grace}) must be shorter than "
+            f"GOSESSION_ROTATE_AFTER ({rotate_after}); the grace window only has to "
+            "cover requests already in flight when an id is rotated (a few seconds)"
+        )
     return Settings(
         cookie_name=_name(config, "GOSESSION_COOKIE_NAME"),
         max_lifetime=max_lifetime,
@@ -126,8 +158,8 @@ def load_settings(app: Flask) -> Settings:
         refresh_interval=_number(config, "GOSESSION_REFRESH_INTERVAL", allow_zero=True),
         gc_interval=_number(config, "GOSESSION_GC_INTERVAL", allow_zero=True, integer=False),
         serializer=serializer,
-        rotate_after=_number(config, "GOSESSION_ROTATE_AFTER", optional=True),
-        rotate_grace=_number(config, "GOSESSION_ROTATE_GRACE", allow_zero=True),
+        rotate_after=rotate_after,
+        rotate_grace=rotate_grace,
         revoke_on_reuse=_flag(config, "GOSESSION_REVOKE_ON_REUSE"),
         token_check=_flag(config, "GOSESSION_TOKEN_CHECK"),
         token_methods=frozenset(m.upper() for m in methods),
@@ -137,3 +169,27 @@ def load_settings(app: Flask) -> Settings:
         bind_user_agent=_flag(config, "GOSESSION_BIND_USER_AGENT"),
         url_rewrite=_flag(config, "GOSESSION_URL_REWRITE"),
     )
+
+
+def warn_unknown_keys(config: t.Mapping[str, t.Any], known: t.Iterable[str]) -> list[str]:
+    """Log a WARNING for each ``GOSESSION_*`` key in ``config`` not in ``known``.
+
+    A misspelt key (``GOSESSION_MAX_LIFETME``) would otherwise be ignored
+    without a word and its default used instead. The warning suggests the
+    closest known key. A warning rather than an error, so that a key of a
+    provider that is not installed or not selected never stops an app.
+    :returns: the unknown keys, sorted.
+    """
+    known = set(known)
+    # Compared without the shared prefix, which would make every pair of
+    # keys look alike.
+    names = {key[len(PREFIX):]: key for key in known if key.startswith(PREFIX)}
+    unknown = sorted(
+        key for key in config
+        if isinstance(key, str) and key.startswith(PREFIX) and key not in known
+    )
+    for key in unknown:
+        close = difflib.get_close_matches(key[len(PREFIX):], names, n=1)
+        hint = f"; did you mean {names[close[0]]}?" if close else ""
+        log.warning("unknown setting %s is ignored (not a flask-gosession setting)%s", key, hint)
+    return unknown

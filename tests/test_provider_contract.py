@@ -15,7 +15,7 @@ from flask import Flask
 from backends import ALL_BACKENDS
 from clock import FakeClock
 from flask_gosession.errors import CorruptRecordError
-from flask_gosession.providers.base import FORWARD_FIELD, Change, Outcome, Record
+from flask_gosession.providers.base import FORWARD_FIELD, PROBE_KEY, Change, Outcome, Record
 from flask_gosession.registry import build_provider
 from helpers import concurrent_writers
 
@@ -52,6 +52,16 @@ def rec(now: float, **data) -> Record:
 
 def test_missing_reads_none(provider):
     assert provider.session_read(new_key(), provider.clock()) is None
+
+
+def test_ping_answers_and_stores_nothing(provider):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now, a=1))
+    before = provider.session_count()
+    assert provider.ping() is None
+    assert provider.session_count() == before
+    assert provider.session_read(PROBE_KEY, now) is None
+    assert provider.session_read(key, now).data == {"a": 1}
 
 
 def test_init_then_read_round_trips(provider):

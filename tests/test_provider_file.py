@@ -85,12 +85,18 @@ def test_default_directory_is_in_instance_path(tmp_path):
     [
         {"GOSESSION_FILE_DIR": ""},
         {"GOSESSION_FILE_DIR": 42},
-        {"GOSESSION_FILE_FSYNC": "yes"},
+        {"GOSESSION_FILE_FSYNC": "maybe"},
+        {"GOSESSION_FILE_FSYNC": 2},
     ],
 )
 def test_bad_config_is_rejected(tmp_path, config):
     with pytest.raises(ConfigError):
         build(tmp_path, **config)
+
+
+@pytest.mark.parametrize("raw, expected", [("true", True), (" Yes ", True), ("0", False), (1, True)])
+def test_flags_from_the_environment_are_accepted(tmp_path, raw, expected):
+    assert build(tmp_path, GOSESSION_FILE_FSYNC=raw).fsync is expected
 
 
 def test_uncreatable_directory_is_a_config_error(tmp_path):

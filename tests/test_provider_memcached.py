@@ -415,8 +415,9 @@ def test_clear_flushes_when_allowed(make, memcached_pair, pair):
         ("GOSESSION_MEMCACHED_SERVERS", ["127.0.0.1:0"]),
         ("GOSESSION_MEMCACHED_SERVERS", [None]),
         ("GOSESSION_MEMCACHED_TIMEOUT", 0),
-        ("GOSESSION_MEMCACHED_TIMEOUT", "1"),
-        ("GOSESSION_MEMCACHED_ALLOW_FLUSH", "yes"),
+        ("GOSESSION_MEMCACHED_TIMEOUT", "1s"),
+        ("GOSESSION_MEMCACHED_TIMEOUT", "0"),
+        ("GOSESSION_MEMCACHED_ALLOW_FLUSH", "maybe"),
         ("GOSESSION_KEY_PREFIX", ""),
         ("GOSESSION_KEY_PREFIX", "has space:"),
         ("GOSESSION_KEY_PREFIX", "naïve:"),
@@ -428,6 +429,13 @@ def test_bad_settings_name_the_key_and_value(make, setting, value):
         make(**{setting: value})
     assert setting in str(info.value)
     assert repr(value) in str(info.value)
+
+
+def test_numbers_and_flags_from_the_environment_are_accepted(make):
+    prov = make(GOSESSION_MEMCACHED_TIMEOUT=" 1.5 ", GOSESSION_MEMCACHED_ALLOW_FLUSH="yes")
+    assert prov.client.timeout == 1.5 and prov.client.connect_timeout == 1.5
+    assert prov.allow_flush is True
+    assert make(GOSESSION_MEMCACHED_TIMEOUT="3", GOSESSION_MEMCACHED_ALLOW_FLUSH="false").allow_flush is False
 
 
 def test_server_forms(make):

@@ -495,13 +495,14 @@ def test_sentinel_finds_the_master(make, redis_sentinel):
     [
         ("GOSESSION_REDIS_TIMEOUT", 0),
         ("GOSESSION_REDIS_TIMEOUT", -1),
-        ("GOSESSION_REDIS_TIMEOUT", "2"),
+        ("GOSESSION_REDIS_TIMEOUT", "2s"),
+        ("GOSESSION_REDIS_TIMEOUT", "inf"),
         ("GOSESSION_REDIS_TIMEOUT", True),
         ("GOSESSION_REDIS_TIMEOUT", float("nan")),
         ("GOSESSION_REDIS_TIMEOUT", float("inf")),
         ("GOSESSION_REDIS_URL", "http://127.0.0.1:6379"),
         ("GOSESSION_REDIS_URL", None),
-        ("GOSESSION_REDIS_CLUSTER", "yes"),
+        ("GOSESSION_REDIS_CLUSTER", "maybe"),
         ("GOSESSION_REDIS_SENTINELS", "127.0.0.1:26379"),
         ("GOSESSION_REDIS_SENTINELS", []),
         ("GOSESSION_REDIS_SENTINELS", ["127.0.0.1"]),
@@ -520,6 +521,12 @@ def test_bad_settings_name_the_key_and_value(make, setting, value):
         make(**config)
     assert setting in str(info.value)
     assert repr(value) in str(info.value) or str(value) in str(info.value)
+
+
+def test_numbers_and_flags_from_the_environment_are_accepted(make):
+    prov = make(GOSESSION_REDIS_TIMEOUT=" 2.5 ", GOSESSION_REDIS_CLUSTER="false")
+    assert type(prov.client) is redis.Redis
+    assert prov.client.connection_pool.connection_kwargs["socket_timeout"] == 2.5
 
 
 def test_sentinels_need_a_master_name_and_exclude_cluster(make):

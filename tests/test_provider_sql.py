@@ -372,9 +372,11 @@ def test_engine_options_are_passed_through(make, backend_sql_postgresql):
         {"GOSESSION_SQL_TABLE": "x" * 64},
         {"GOSESSION_SQL_TIMEOUT": 0},
         {"GOSESSION_SQL_TIMEOUT": -1},
-        {"GOSESSION_SQL_TIMEOUT": "5"},
+        {"GOSESSION_SQL_TIMEOUT": "5s"},
+        {"GOSESSION_SQL_TIMEOUT": "nan"},
         {"GOSESSION_SQL_TIMEOUT": True},
-        {"GOSESSION_SQL_CREATE_TABLE": "yes"},
+        {"GOSESSION_SQL_CREATE_TABLE": "maybe"},
+        {"GOSESSION_SQL_URL": "postgres://postgres@127.0.0.1:5432/test"},
         {"GOSESSION_SQL_ENGINE": "sqlite:///x.db"},
         {"GOSESSION_SQL_ENGINE_OPTIONS": [("pool_size", 2)]},
         {"GOSESSION_SQL_ENGINE_OPTIONS": {"isolation_level": "SERIALIZABLE"}},
@@ -386,6 +388,25 @@ def test_engine_options_are_passed_through(make, backend_sql_postgresql):
 def test_bad_config_is_rejected(make, config):
     with pytest.raises(ConfigError):
         make(config)
+
+
+def test_numbers_and_flags_from_the_environment_are_accepted(make, backend_sql_sqlite):
+    prov = make(backend_sql_sqlite, GOSESSION_SQL_TIMEOUT=" 0.75 ", GOSESSION_SQL_CREATE_TABLE="no")
+    with prov.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 750
+    with pytest.raises(ProviderError, match="gs_"):  # no table, and none created
+        prov.session_read("0" * 64, 0.0)
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgres+psycopg"])
+def test_postgres_scheme_gets_a_hint_without_the_password(make, scheme):
+    with pytest.raises(ConfigError) as info:
+        make({"GOSESSION_SQL_URL": f"{scheme}://app:s3cret@db.internal:5432/prod"})
+    message = str(info.value)
+    fixed = scheme.replace("postgres", "postgresql")
+    assert "'postgres://'" in message and "postgresql://" in message
+    assert f"{fixed}://app:***@db.internal:5432/prod" in message
+    assert "s3cret" not in message
 
 
 def test_missing_sqlalchemy_names_the_extra(monkeypatch, tmp_path):

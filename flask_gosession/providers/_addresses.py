@@ -1,8 +1,15 @@
-"""Parsing of ``host:port`` server lists, shared by the network providers."""
+"""Validators shared by the providers' ``from_config``: ``host:port``
+server lists, timeouts and flags.
+
+Numbers and flags are parsed by :mod:`flask_gosession.coerce`, as the core
+settings are, so ``"2.5"`` and ``"true"`` from the environment work here too.
+"""
 from __future__ import annotations
 
+import math
 import typing as t
 
+from .. import coerce
 from ..errors import ConfigError
 
 
@@ -54,15 +61,28 @@ def parse_address_list(value: t.Any, setting: str) -> list[tuple[str, int]]:
 
 
 def positive_seconds(value: t.Any, setting: str) -> float:
-    """Validate a timeout: a finite number greater than zero.
+    """Validate a timeout: a finite number greater than zero (or its spelling).
 
     :raises ConfigError: naming ``setting`` and the bad value.
     """
-    if (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or not value > 0
-        or value == float("inf")
-    ):
+    try:
+        seconds = float(coerce.number(value, integer=False))
+    except (ValueError, OverflowError):
+        seconds = math.nan
+    if not seconds > 0:
         raise ConfigError(f"{setting} must be a positive number of seconds, got {value!r}")
-    return float(value)
+    return seconds
+
+
+def flag(value: t.Any, setting: str) -> bool:
+    """Validate a flag: ``True``/``False`` or a spelling :func:`coerce.flag` takes.
+
+    :raises ConfigError: naming ``setting`` and the bad value.
+    """
+    try:
+        return coerce.flag(value)
+    except ValueError:
+        raise ConfigError(
+            f"{setting} must be True or False (or 'true'/'false', 'yes'/'no', '1'/'0'), "
+            f"got {value!r}"
+        ) from None

@@ -73,6 +73,10 @@ class Binding:
     #: Time source in seconds since the epoch.
     clock: t.Callable[[], float] = time.time
 
+#: A well-formed key that no session can have (the SHA-256 of an id is
+#: never all zeros), read by :meth:`Provider.ping`.
+PROBE_KEY = "0" * 64
+
 
 @dataclass(slots=True)
 class Record:
@@ -174,6 +178,11 @@ class Provider(abc.ABC):
     #: ``True`` when the backend expires records by itself (native TTL), so
     #: :meth:`session_gc` has nothing to do and no GC thread is started.
     native_ttl: t.ClassVar[bool] = False
+    #: ``True`` when records live in this process only (the ``memory``
+    #: store): other worker processes, and the ``flask gosession`` command
+    #: line, cannot see them. ``init_app`` then warns outside debug and
+    #: testing, and the command line says what it cannot see.
+    process_local: t.ClassVar[bool] = False
 
     #: Time source, seconds since the epoch. Set by the manager.
     clock: t.Callable[[], float] = staticmethod(time.time)  # type: ignore[assignment]
@@ -298,6 +307,21 @@ class Provider(abc.ABC):
         """
 
     # -- administration ---------------------------------------------------
+
+    def ping(self) -> None:
+        """Check that the store answers, for ``flask gosession gc`` on stores
+        whose :meth:`session_gc` has nothing to do and so would not notice
+        an outage.
+
+        The default reads a key no session can have (all zeros), which
+        every provider already supports; override it with a cheaper
+        round trip if the store has one.
+        :raises ProviderError: if the store does not answer.
+        """
+        try:
+            self.session_read(PROBE_KEY, self.clock())
+        except CorruptRecordError:
+            pass  # the store answered
 
     def session_count(self) -> int | None:
         """How many records are stored, or ``None`` if the store cannot tell."""

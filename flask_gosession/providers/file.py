@@ -54,6 +54,7 @@ import secrets
 import typing as t
 
 from ..errors import ConfigError, ProviderError
+from ._addresses import flag
 from .base import Change, Outcome, Provider, Record
 
 try:
@@ -168,9 +169,7 @@ class FileProvider(Provider):
         directory = app.config["GOSESSION_FILE_DIR"]
         if not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory):
             raise ConfigError(f"GOSESSION_FILE_DIR must be a directory path, got {directory!r}")
-        fsync = app.config["GOSESSION_FILE_FSYNC"]
-        if not isinstance(fsync, bool):
-            raise ConfigError(f"GOSESSION_FILE_FSYNC must be True or False, got {fsync!r}")
+        fsync = flag(app.config["GOSESSION_FILE_FSYNC"], "GOSESSION_FILE_FSYNC")
         return cls(directory, fsync=fsync)
 
     # -- paths and locks ----------------------------------------------------

@@ -50,7 +50,7 @@ import time
 import typing as t
 
 from ..errors import ConfigError, CorruptRecordError, ProviderError
-from ._addresses import parse_address_list, positive_seconds
+from ._addresses import flag, parse_address_list, positive_seconds
 from .base import Change, Outcome, Provider, Record
 
 if t.TYPE_CHECKING:
@@ -125,11 +125,9 @@ class MemcachedProvider(Provider):
         timeout = positive_seconds(
             config["GOSESSION_MEMCACHED_TIMEOUT"], "GOSESSION_MEMCACHED_TIMEOUT"
         )
-        allow_flush = config["GOSESSION_MEMCACHED_ALLOW_FLUSH"]
-        if not isinstance(allow_flush, bool):
-            raise ConfigError(
-                f"GOSESSION_MEMCACHED_ALLOW_FLUSH must be True or False, got {allow_flush!r}"
-            )
+        allow_flush = flag(
+            config["GOSESSION_MEMCACHED_ALLOW_FLUSH"], "GOSESSION_MEMCACHED_ALLOW_FLUSH"
+        )
         prefix = config["GOSESSION_KEY_PREFIX"]
         if (
             not isinstance(prefix, str)

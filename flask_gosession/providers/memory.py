@@ -1,14 +1,50 @@
 """The embedded default store: a dict in this process.
 
 Sessions live only as long as the process and are not shared between
-workers; use ``file``, ``sql``, ``redis`` or ``memcached`` for that.
+workers; use ``file``, ``sql``, ``redis`` or ``memcached`` for that. Since
+that is the most common silent failure (under ``gunicorn -w 4`` logins
+"fail" because each worker sees its own sessions), a store that finds
+itself in a process forked from the one that built it logs a WARNING once
+in that process. The check runs at fork time (:func:`os.register_at_fork`),
+so requests pay nothing for it.
 """
 from __future__ import annotations
 
+import logging
+import os
 import threading
+import weakref
 from collections import OrderedDict
 
 from .base import Change, Outcome, Provider, Record
+
+log = logging.getLogger("flask_gosession")
+
+#: Every live memory store, for the after-fork check.
+_stores: weakref.WeakSet[MemoryProvider] = weakref.WeakSet()
+_stores_lock = threading.Lock()
+_fork_hook_installed = False
+
+
+def _watch_forks(store: MemoryProvider) -> None:
+    """Check ``store`` in every forked child (the hook is installed once,
+    by the first store built, not at import)."""
+    global _fork_hook_installed
+    with _stores_lock:
+        _stores.add(store)
+        if not _fork_hook_installed and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+            _fork_hook_installed = True
+
+
+def _after_fork_in_child() -> None:
+    global _stores_lock
+    # A thread of the parent may have held the lock at fork time, and only
+    # this thread exists in the child: a fresh lock, or building a store
+    # here could block for ever.
+    _stores_lock = threading.Lock()
+    for store in list(_stores):
+        store.check_process()
 
 
 class MemoryProvider(Provider):
@@ -23,11 +59,36 @@ class MemoryProvider(Provider):
     """
 
     touches_on_read = True
+    process_local = True
 
     def __init__(self) -> None:
         #: digest -> (atime, blob), least recently accessed first.
         self._entries: OrderedDict[bytes, tuple[float, bytes]] = OrderedDict()
         self._lock = threading.Lock()
+        #: The process that built the store, and the last one warned in.
+        self._pid = self._warned_pid = os.getpid()
+        _watch_forks(self)
+
+    def check_process(self) -> bool:
+        """Log one WARNING per process if this is not the process that
+        built the store (it was forked since); return whether it is.
+
+        Called in every forked child; callable at any time.
+        """
+        pid = os.getpid()
+        if pid == self._pid:
+            return True
+        if self._warned_pid != pid:
+            self._warned_pid = pid
+            log.warning(
+                "the memory session store was created in process %d and this process "
+                "(%d) is a fork of it: each process now has its own copy of the "
+                "sessions, so a session created by one worker is unknown to the "
+                "others (logins seem to fail, requests see a new, empty session). "
+                "Use a store shared between processes: file, sql, redis or memcached.",
+                self._pid, pid,
+            )
+        return False
 
     def session_init(self, key: str, record: Record) -> None:
         blob = self.pack(record)

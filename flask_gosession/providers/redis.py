@@ -77,7 +77,7 @@ import threading
 import typing as t
 
 from ..errors import ConfigError, CorruptRecordError, ProviderError
-from ._addresses import parse_address_list, positive_seconds
+from ._addresses import flag, parse_address_list, positive_seconds
 from ._redis_lane import CommandLane
 from .base import DEAD_FIELD, FORWARD_FIELD, Change, Outcome, Provider, Record
 
@@ -269,9 +269,7 @@ class RedisProvider(Provider):
                 "GOSESSION_REDIS_URL must be a redis://, rediss:// or unix:// URL, "
                 f"got {url!r}"
             )
-        cluster = config["GOSESSION_REDIS_CLUSTER"]
-        if not isinstance(cluster, bool):
-            raise ConfigError(f"GOSESSION_REDIS_CLUSTER must be True or False, got {cluster!r}")
+        cluster = flag(config["GOSESSION_REDIS_CLUSTER"], "GOSESSION_REDIS_CLUSTER")
         sentinels = config["GOSESSION_REDIS_SENTINELS"]
         master = config["GOSESSION_REDIS_SENTINEL_MASTER"]
         if sentinels is not None:

@@ -62,6 +62,7 @@ import threading
 import typing as t
 
 from ..errors import ConfigError, ProviderError
+from ._addresses import flag, positive_seconds
 from .base import Change, Outcome, Provider, Record
 
 if t.TYPE_CHECKING:
@@ -188,16 +189,14 @@ class SQLProvider(Provider):
             SQLAlchemy.
         """
         config = app.config
-        create = config["GOSESSION_SQL_CREATE_TABLE"]
-        if not isinstance(create, bool):
-            raise ConfigError(f"GOSESSION_SQL_CREATE_TABLE must be True or False, got {create!r}")
+        create = flag(config["GOSESSION_SQL_CREATE_TABLE"], "GOSESSION_SQL_CREATE_TABLE")
         options = config["GOSESSION_SQL_ENGINE_OPTIONS"]
         if not isinstance(options, t.Mapping):
             raise ConfigError(f"GOSESSION_SQL_ENGINE_OPTIONS must be a dict, got {options!r}")
         common: dict[str, t.Any] = {
             "table": config["GOSESSION_SQL_TABLE"],
             "create_table": create,
-            "timeout": config["GOSESSION_SQL_TIMEOUT"],
+            "timeout": positive_seconds(config["GOSESSION_SQL_TIMEOUT"], "GOSESSION_SQL_TIMEOUT"),
         }
         engine = config["GOSESSION_SQL_ENGINE"]
         if engine is not None:
@@ -473,6 +472,19 @@ def _create_engine(
     """
     try:
         parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, TypeError, ValueError) as err:
+        raise ConfigError(f"GOSESSION_SQL_URL={url!r} is not a usable database URL: {err}") from err
+    scheme, plus, driver_name = parsed.drivername.partition("+")
+    if scheme == "postgres":
+        # Heroku-style DATABASE_URLs still use the alias SQLAlchemy 1.4
+        # removed; say so rather than "Can't load plugin".
+        fixed = parsed.set(drivername="postgresql" + plus + driver_name)
+        raise ConfigError(
+            "GOSESSION_SQL_URL uses the scheme 'postgres://', which SQLAlchemy no "
+            "longer accepts (the alias was removed in 1.4): write 'postgresql://', "
+            f"as in {fixed.render_as_string(hide_password=True)!r}"
+        )
+    try:
         backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, TypeError, ValueError) as err:
         raise ConfigError(f"GOSESSION_SQL_URL={url!r} is not a usable database URL: {err}") from err

@@ -13,6 +13,8 @@ import os
 import threading
 import typing as t
 
+from .errors import ProviderError
+
 log = logging.getLogger("flask_gosession")
 
 
@@ -68,5 +70,8 @@ class GCThread:
                 removed = self._collect()
                 if removed:
                     log.debug("gc removed %d expired sessions", removed)
-            except Exception:  # keep the thread alive across outages
+            except ProviderError as err:
+                # The store's outage log already said so, once per outage.
+                log.debug("session gc failed: %s", err)
+            except Exception:  # keep the thread alive, and say why
                 log.exception("session gc failed")

@@ -28,6 +28,8 @@ from flask_gosession.settings import DEFAULTS
         ("GOSESSION_COOKIE_NAME", "bad name"),
         ("GOSESSION_COOKIE_NAME", 5),
         ("GOSESSION_TOKEN_CHECK", "yes"),
+        ("GOSESSION_TOKEN_CHECK", "Auto"),
+        ("GOSESSION_FLASK_LOGIN", 1),
         ("GOSESSION_TOKEN_METHODS", "POST"),
         ("GOSESSION_TOKEN_METHODS", ["POST", 1]),
         ("GOSESSION_TOKEN_FIELD", ""),

@@ -65,11 +65,18 @@ class GoSession:
         app.extensions["gosession"] = manager
         app.session_interface = _interface
 
+        manager.guard = guard = TokenGuard(manager, self.exempt_blueprints)
         if settings.token_check:
-            app.before_request(TokenGuard(manager, self.exempt_blueprints).hook())
+            # Also for "auto": whether to defer to Flask-WTF is decided at
+            # the first unsafe request, since CSRFProtect may come later.
+            app.before_request(guard.hook())
         app.add_template_global(gosession_token, "gosession_token")
         app.add_template_global(gosession_token_field, "gosession_token_field")
         app.register_error_handler(ProviderError, _store_unavailable)
+        if settings.flask_login:
+            from .integrations.flask_login import install
+
+            install(app)
         if settings.url_rewrite:
             from .urlrewrite import add_sid_to_urls
 

@@ -15,7 +15,7 @@ import hashlib
 import time
 import typing as t
 
-from flask import current_app, request
+from flask import current_app, g, request
 
 from . import signals
 from .errors import CorruptRecordError
@@ -30,6 +30,11 @@ from .store import Store
 
 if t.TYPE_CHECKING:
     from .settings import Settings
+    from .tokens import TokenGuard
+
+#: Flask-Login's instruction to its own ``after_request`` (``"set"`` or
+#: ``"clear"`` the remember cookie), kept across :meth:`Manager.destroy`.
+REMEMBER_KEY = "_remember"
 
 class Cookie(enum.Enum):
     """What the response must do with the session cookie."""
@@ -63,6 +68,9 @@ class Manager:
         self._clock = clock
         provider.bind(Binding(settings.serializer, settings.max_lifetime, clock))
         self.rotation = Rotation(self)
+        #: The app's token guard, set by ``init_app`` (it also says whether
+        #: the token check defers to Flask-WTF); ``None`` for a bare manager.
+        self.guard: TokenGuard | None = None
         #: The background GC thread of this manager.
         self.gc_thread = GCThread(
             self.gc, 0 if provider.native_ttl else settings.gc_interval
@@ -264,6 +272,11 @@ class Manager:
         For login and privilege changes: an id planted by an attacker must
         never gain the new privileges, so there is no grace window. The
         token changes at once, so forms rendered after this call carry it.
+
+        With Flask-WTF's ``CSRFProtect`` on the app, its secret
+        (``session["csrf_token"]``) is dropped too, for the same reason:
+        forms rendered after the login carry a fresh Flask-WTF token. The
+        request itself was already checked by ``CSRFProtect``.
         """
         session.sid  # loads, and gives a new session its id
         session.plan_rotation(
@@ -271,6 +284,13 @@ class Manager:
             new_sid(),
             token=None if session.token is None else new_token(),
         )
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        from .tokens import flask_wtf_csrf
+
+        if flask_wtf_csrf(app) is not None:
+            field = app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+            session.pop(field, None)
+            g.pop(field, None)  # generate_csrf()'s per-request cache
 
     def destroy(self, session: ServerSession) -> None:
         """Remove the session from the store now and start an empty one.
@@ -279,12 +299,20 @@ class Manager:
         fresh session (for example a flash message after logout), which
         then gets a new id. Every id that leads to this session dies with
         it, whatever runs concurrently (see :mod:`flask_gosession.rotation`).
+
+        Flask-Login's ``session["_remember"]`` marker, if present, is carried
+        into the fresh session: it tells Flask-Login's ``after_request`` to
+        delete the remember-me cookie (``logout_user()`` then ``destroy()``),
+        and that hook pops it again, so nothing is stored because of it.
         """
         session.ensure_loaded()
+        remember = session.get(REMEMBER_KEY) if REMEMBER_KEY in session else None
         if not session.new and session.key:
             self.rotation.destroy_chain(session.sid, session.key, "destroy",
                                         previous=session.meta.get(PREVIOUS))
         session.start_over()
+        if remember is not None:
+            session[REMEMBER_KEY] = remember
 
     # -- tokens -----------------------------------------------------------------
 

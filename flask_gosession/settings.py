@@ -34,13 +34,14 @@ DEFAULTS: dict[str, t.Any] = {
     "GOSESSION_ROTATE_AFTER": 900,
     "GOSESSION_ROTATE_GRACE": 30,
     "GOSESSION_REVOKE_ON_REUSE": True,
-    "GOSESSION_TOKEN_CHECK": True,
+    "GOSESSION_TOKEN_CHECK": "auto",
     "GOSESSION_TOKEN_METHODS": ("POST", "PUT", "PATCH", "DELETE"),
     "GOSESSION_TOKEN_FIELD": "gosession_token",
     "GOSESSION_TOKEN_HEADER": "X-GoSession-Token",
     "GOSESSION_TOKEN_ONE_TIME": False,
     "GOSESSION_BIND_USER_AGENT": False,
     "GOSESSION_URL_REWRITE": False,
+    "GOSESSION_FLASK_LOGIN": False,
 }
 
 
@@ -57,13 +58,16 @@ class Settings:
     rotate_after: int | None
     rotate_grace: int
     revoke_on_reuse: bool
-    token_check: bool
+    #: ``True`` (always check our token), ``False`` (never) or ``"auto"``
+    #: (check unless Flask-WTF's ``CSRFProtect`` is on the app).
+    token_check: bool | str
     token_methods: frozenset[str]
     token_field: str
     token_header: str
     token_one_time: bool
     bind_user_agent: bool
     url_rewrite: bool
+    flask_login: bool
 
 
 def _number(config: t.Any, key: str, *, optional: bool = False,
@@ -108,6 +112,21 @@ def _name(config: t.Mapping[str, t.Any], key: str, pattern: str = "") -> str:
     if not isinstance(value, str) or not value.strip() or any(c in value for c in " ;,=\"\r\n\t"):
         raise ConfigError(f"{key} must be a non-empty name without spaces or separators, got {value!r}")
     return value
+
+
+def _token_check(config: t.Any) -> bool | str:
+    """``"auto"`` (any case, for values from the environment), or a flag."""
+    value = config["GOSESSION_TOKEN_CHECK"]
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        config["GOSESSION_TOKEN_CHECK"] = "auto"
+        return "auto"
+    try:
+        config["GOSESSION_TOKEN_CHECK"] = parsed = coerce.flag(value)
+    except ValueError:
+        raise ConfigError(
+            f'GOSESSION_TOKEN_CHECK must be True, False or "auto", got {value!r}'
+        ) from None
+    return parsed
 
 
 def load_settings(app: Flask) -> Settings:
@@ -161,13 +180,14 @@ def load_settings(app: Flask) -> Settings:
         rotate_after=rotate_after,
         rotate_grace=rotate_grace,
         revoke_on_reuse=_flag(config, "GOSESSION_REVOKE_ON_REUSE"),
-        token_check=_flag(config, "GOSESSION_TOKEN_CHECK"),
+        token_check=_token_check(config),
         token_methods=frozenset(m.upper() for m in methods),
         token_field=_name(config, "GOSESSION_TOKEN_FIELD"),
         token_header=_name(config, "GOSESSION_TOKEN_HEADER"),
         token_one_time=_flag(config, "GOSESSION_TOKEN_ONE_TIME"),
         bind_user_agent=_flag(config, "GOSESSION_BIND_USER_AGENT"),
         url_rewrite=_flag(config, "GOSESSION_URL_REWRITE"),
+        flask_login=_flag(config, "GOSESSION_FLASK_LOGIN"),
     )
 
 

@@ -8,13 +8,19 @@ An unsafe request that arrives with no session at all is rejected
 (reason ``"no-session"``): there is no token it could match. Render a form
 with :func:`gosession_token_field` first (that creates the session), or
 exempt the view.
+
+With ``GOSESSION_TOKEN_CHECK = "auto"`` (the default) the check defers to
+Flask-WTF when its ``CSRFProtect`` is registered on the app: one CSRF
+system, one hidden field, one header, one exemption decorator. The
+template helpers then render Flask-WTF's token, so templates written for
+either library work.
 """
 from __future__ import annotations
 
 import hmac
 import typing as t
 
-from flask import current_app, request, session
+from flask import current_app, has_request_context, request, session
 from markupsafe import Markup, escape
 
 from . import signals
@@ -38,21 +44,56 @@ def token_exempt(view: F) -> F:
 
 
 def gosession_token() -> str:
-    """The current session's token, creating the session if needed."""
+    """The current session's token, creating the session if needed.
+
+    When the check defers to Flask-WTF (see :meth:`TokenGuard.defers`),
+    Flask-WTF's ``csrf_token()`` instead: the token that is checked.
+    """
     manager: Manager = current_app.extensions["gosession"]
+    if _defers(manager):
+        from flask_wtf.csrf import generate_csrf
+
+        return t.cast(str, generate_csrf())
     return manager.token(t.cast("ServerSession", session._get_current_object()))  # type: ignore[attr-defined]
 
 
 def gosession_token_field() -> Markup:
-    """A hidden ``<input>`` carrying the token, for HTML forms."""
-    field = current_app.extensions["gosession"].settings.token_field
+    """A hidden ``<input>`` carrying the token, for HTML forms.
+
+    When deferring to Flask-WTF, the field is Flask-WTF's
+    (``WTF_CSRF_FIELD_NAME``, the same value ``hidden_tag()`` renders), so a
+    form that renders both still sends one valid token.
+    """
+    manager: Manager = current_app.extensions["gosession"]
+    if _defers(manager):
+        field = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    else:
+        field = manager.settings.token_field
     return Markup('<input type="hidden" name="{}" value="{}">').format(
         escape(field), escape(gosession_token())
     )
 
 
+def _defers(manager: Manager) -> bool:
+    return manager.guard is not None and manager.guard.defers()
+
+
+def flask_wtf_csrf(app: t.Any) -> t.Any:
+    """Flask-WTF's ``CSRFProtect`` registered on ``app``, or ``None``.
+
+    Recognised by its module, so another extension that happens to use the
+    ``"csrf"`` key is not mistaken for it, and Flask-WTF is never imported.
+    """
+    ext = app.extensions.get("csrf")
+    if ext is not None and type(ext).__module__.partition(".")[0] == "flask_wtf":
+        return ext
+    return None
+
+
 class TokenGuard:
-    """Checks the token before unsafe requests; one per app.
+    """Checks the token before unsafe requests; one per app, at
+    ``manager.guard`` (also when the check is off: the template helpers ask
+    it whether to defer).
 
     :param exempt_blueprints: names of blueprints whose views are exempt.
     """
@@ -60,6 +101,25 @@ class TokenGuard:
     def __init__(self, manager: Manager, exempt_blueprints: t.AbstractSet[str]) -> None:
         self.manager = manager
         self.exempt_blueprints = exempt_blueprints
+        #: Whether this app defers to Flask-WTF, decided on first use in a
+        #: request (``CSRFProtect`` may be initialised after us).
+        self._defers: bool | None = None
+
+    def defers(self) -> bool:
+        """``True`` when ``GOSESSION_TOKEN_CHECK`` is ``"auto"`` and
+        Flask-WTF's ``CSRFProtect`` is registered on the app: our check
+        then does nothing and Flask-WTF's is the only one.
+
+        Decided once, at the first call inside a request; outside a request
+        (app setup, CLI) it is computed without being remembered.
+        """
+        defers = self._defers
+        if defers is None:
+            defers = (self.manager.settings.token_check == "auto"
+                      and flask_wtf_csrf(current_app) is not None)
+            if has_request_context():
+                self._defers = defers
+        return defers
 
     def is_exempt(self) -> bool:
         view = current_app.view_functions.get(request.endpoint or "")
@@ -89,7 +149,7 @@ class TokenGuard:
         """Raise :class:`TokenError` on a bad token, for a request whose
         method needs one."""
         settings = self.manager.settings
-        if request.method not in settings.token_methods or self.is_exempt():
+        if request.method not in settings.token_methods or self.defers() or self.is_exempt():
             return
         sess = t.cast("ServerSession", session._get_current_object())  # type: ignore[attr-defined]
         sess.ensure_loaded()

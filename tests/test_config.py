@@ -40,6 +40,7 @@ from flask_gosession.settings import DEFAULTS
         ("GOSESSION_TOKEN_CHECK", ""),
         ("GOSESSION_TOKEN_CHECK", None),
         ("GOSESSION_TOKEN_CHECK", 2),
+        ("GOSESSION_FLASK_LOGIN", "maybe"),
         ("GOSESSION_TOKEN_METHODS", "POST"),
         ("GOSESSION_TOKEN_METHODS", ["POST", 1]),
         ("GOSESSION_TOKEN_FIELD", ""),

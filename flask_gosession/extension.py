@@ -89,7 +89,13 @@ class GoSession:
         # Stop the GC thread at interpreter exit without keeping the
         # manager alive.
         ref = weakref.ref(manager)
-        atexit.register(lambda: (m := ref()) is not None and m.gc_thread.stop(timeout=1))
+
+        def stop_gc() -> None:
+            alive = ref()
+            if alive is not None:
+                alive.gc_thread.stop(timeout=1)
+
+        atexit.register(stop_gc)
 
     def exempt(self, view_or_blueprint: t.Any) -> t.Any:
         """Exempt a view function or a blueprint from the token check.

@@ -15,7 +15,7 @@ F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
 def _current() -> tuple[Manager, ServerSession]:
     manager: Manager = current_app.extensions["gosession"]
-    return manager, session._get_current_object()  # type: ignore[attr-defined,return-value]
+    return manager, session._get_current_object()  # type: ignore[attr-defined]
 
 
 def regenerate() -> None:

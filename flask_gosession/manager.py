@@ -134,7 +134,7 @@ class Manager:
         if record is None:
             session.refuse()
             return
-        sid, tokens = presented, []
+        sid, tokens = presented, t.cast("list[str]", [])
         if FORWARD_FIELD in record.meta:
             hop = self.rotation.follow(presented, key, record, now, tokens)
             if hop is None:

@@ -46,7 +46,7 @@ class JSONSerializer(Serializer):
         )
         decoder = json.JSONDecoder()
         self._decode = decoder.decode
-        self._scan = decoder.scan_once
+        self._scan = decoder.scan_once  # type: ignore[attr-defined]  # set in __init__, untyped
 
     def dumps(self, obj: t.Any) -> bytes:
         return self._encoder.encode(obj).encode()

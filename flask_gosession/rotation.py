@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from . import signals
 from .errors import CorruptRecordError
 from .ids import label, open_forward, open_token, seal_forward, seal_token, store_key
-from .meta import FORWARD_AT, FORWARD_UNTIL, ISSUED, PREVIOUS, TOKEN
+from .meta import CREATED, FORWARD_AT, FORWARD_UNTIL, ISSUED, PREVIOUS, TOKEN
 from .providers.base import DEAD_FIELD, FORWARD_FIELD, Change, Outcome, Record, apply_change
 
 if t.TYPE_CHECKING:
@@ -51,9 +51,14 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger("flask_gosession")
 
-#: The longest forward chain followed (each age rotation adds one hop
-#: while the previous id is in its grace window).
+#: The longest forward chain a request follows: each age rotation adds
+#: one hop while the previous id is in its grace window, and the grace
+#: window is shorter than the rotation age.
 MAX_HOPS = 4
+#: The longest chain destroying walks. Rotated-out ids stay stored (for
+#: reuse detection) until they are idle for ``GOSESSION_MAX_LIFETIME``, so
+#: an active session's chain is about ``MAX_LIFETIME / ROTATE_AFTER`` long.
+MAX_CHAIN = 1000
 #: A mark younger than this (seconds) may still lack its target because the
 #: rotating request has not written it yet; its followers then build it.
 #: Older marks whose target is missing lead nowhere.
@@ -148,7 +153,7 @@ class Rotation:
     # -- the one walk of the forward chain -----------------------------------
 
     def walk(self, sid: str, key: str, record: Record | None, now: float, *,
-             judge: bool = True, build: bool = True) -> t.Iterator[Hop]:
+             judge: bool = True, build: bool = True, limit: int = MAX_HOPS) -> t.Iterator[Hop]:
         """Yield the hops of the forward chain that starts at ``sid``.
 
         The first hop is ``(sid, key, record)`` as given. After a hop whose
@@ -162,10 +167,11 @@ class Rotation:
             Destroying walks without judging.
         :param build: build a missing target of a fresh mark (destroying
             does not).
+        :param limit: how many forwards to follow at most.
         :raises CorruptRecordError: for a bad mark or a chain longer than
-            :data:`MAX_HOPS`.
+            ``limit``.
         """
-        for _ in range(MAX_HOPS + 1):
+        for _ in range(limit + 1):
             hop = Hop(sid, key, record)
             yield hop
             record = hop.record
@@ -318,7 +324,10 @@ class Rotation:
                 return True
             try:
                 hop = self.resolve(old_sid, old_key, manager.store.read(old_key, now), now)
-            except (Reused, Moved, CorruptRecordError):
+            except Reused as reuse:
+                self.reuse_detected(reuse)
+                return False
+            except (Moved, CorruptRecordError):
                 return False
             if hop.record is None:
                 return False
@@ -338,7 +347,16 @@ class Rotation:
             if manager.store.read(old_key, now) is None:  # a logout won the race
                 manager.store.destroy(new_key)
                 return False
-            manager.store.destroy(old_key)
+            # The old record is cut down to its forward, which stays until
+            # it is idle for MAX_LIFETIME: nobody follows a privilege move,
+            # but a logout that loaded the old id before this login finished
+            # still finds the logged-in session through it. (Replacing it
+            # after a concurrent logout deleted it only leaves a forward to
+            # a destroyed session, which leads nowhere.) The id it replaced
+            # by age dies now.
+            stub = {k: v for k, v in frozen.meta.items() if k in (FORWARD_FIELD, FORWARD_AT, CREATED)}
+            stub[ISSUED] = now
+            manager.store.init(old_key, Record({}, stub, now))
             if isinstance(previous, str) and len(previous) == 64:
                 manager.store.destroy(previous)
         elif not self._create_checked(old_key, new_key, moved):
@@ -356,32 +374,37 @@ class Rotation:
 
     def destroy_chain(self, sid: str, key: str, reason: str, *,
                       previous: str | None = None) -> None:
-        """Destroy the session ``sid``, every session it forwards to, and
-        the id each replaced by age.
+        """Destroy the session ``sid``, every session it forwards to (by age
+        or by privilege), and the id each replaced by age.
 
         After this returns, none of these ids works, whatever ran
-        concurrently (see the module docs).
+        concurrently (see the module docs). A bad forward ends the walk
+        there, with a warning; everything before it is destroyed.
         :param previous: the store key the first record replaced, if known.
         """
         manager = self.manager
         store = manager.store
         now = manager.clock()
         tombstone = Change(meta={DEAD_FIELD: 1}, atime=now)
-        for hop in self.walk(sid, key, None, now, judge=False, build=False):
-            outcome = store.update(hop.key, tombstone)
-            record = store.read(hop.key, now, raw=True)
-            hop.record = record if outcome is Outcome.FORWARDED else None
-            earlier = record.meta.get(PREVIOUS) if record is not None else previous
-            # The id it replaced goes first: while this record's tombstone
-            # stands, nobody can rebuild it from that id's forward, and
-            # once both are gone, a rebuild finds its source gone and undoes
-            # itself.
-            if isinstance(earlier, str) and len(earlier) == 64:
-                store.destroy(earlier)
-            store.destroy(hop.key)
-            previous = None
-            if outcome is not Outcome.MISSING:
-                signals.session_destroyed.send(manager.app(), sid_hash=label(hop.key), reason=reason)
+        hops = self.walk(sid, key, None, now, judge=False, build=False, limit=MAX_CHAIN)
+        try:
+            for hop in hops:
+                outcome = store.update(hop.key, tombstone)
+                record = store.read(hop.key, now, raw=True)
+                hop.record = record if outcome is Outcome.FORWARDED else None
+                earlier = record.meta.get(PREVIOUS) if record is not None else previous
+                # The id it replaced goes first: while this record's tombstone
+                # stands, nobody can rebuild it from that id's forward, and
+                # once both are gone, a rebuild finds its source gone and
+                # undoes itself.
+                if isinstance(earlier, str) and len(earlier) == 64:
+                    store.destroy(earlier)
+                store.destroy(hop.key)
+                previous = None
+                if outcome is not Outcome.MISSING:
+                    signals.session_destroyed.send(manager.app(), sid_hash=label(hop.key), reason=reason)
+        except CorruptRecordError as err:
+            log.warning("stopped destroying the forward chain of %s: %s", label(key), err)
 
     def reuse_detected(self, reuse: Reused) -> None:
         """A rotated-out id came back after its grace window: signal it and,

@@ -17,6 +17,7 @@ import typing as t
 from urllib.parse import quote, unquote_plus
 
 from flask import after_this_request, current_app, g, has_request_context, request, session
+from flask.globals import request_ctx
 
 from .session import ServerSession
 
@@ -46,13 +47,38 @@ def add_sid_to_urls(endpoint: str, values: dict[str, t.Any]) -> None:
         return
     manager = current_app.extensions["gosession"]
     name = manager.settings.cookie_name
-    if name not in values:
+    if name not in values and builds_on_this_host(endpoint):
         sid = url_sid(sess)
         if sid is not None:
             values[name] = sid
             if not g.get(_MARK):
                 setattr(g, _MARK, True)
                 after_this_request(protect)
+
+
+def builds_on_this_host(endpoint: str) -> bool:
+    """Whether ``url_for(endpoint)`` stays on the request's own host.
+
+    A rule for another subdomain (or, with host matching, another host)
+    makes ``url_for`` build an external URL there: the id must never be
+    added to it. An endpoint with no rule (``url_for`` will fail anyway)
+    gets nothing either.
+    """
+    adapter = request_ctx.url_adapter
+    url_map = current_app.url_map
+    try:
+        rules = list(url_map.iter_rules(endpoint))
+    except KeyError:
+        return False
+    if adapter is None or not rules:
+        return False
+    for rule in rules:
+        if url_map.host_matching:
+            if rule.host != adapter.server_name:
+                return False
+        elif (rule.subdomain or "") != (adapter.subdomain or ""):
+            return False
+    return True
 
 
 def url_sid(session: ServerSession) -> str | None:

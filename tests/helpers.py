@@ -17,6 +17,14 @@ def stored(app: t.Any, sid: str) -> t.Any:
     return manager.provider.session_read(store_key(sid), manager.clock())
 
 
+def moved_away(app: t.Any, sid: str) -> bool:
+    """Whether ``sid`` was moved by a privilege rotation (or destroyed): the
+    store holds nothing for it, or only the forward that nobody follows,
+    with none of the session's data."""
+    record = stored(app, sid)
+    return record is None or (record.data == {} and "f" in record.meta and "fx" not in record.meta)
+
+
 def set_cookies(response: t.Any) -> list[str]:
     return response.headers.getlist("Set-Cookie")
 

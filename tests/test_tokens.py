@@ -8,7 +8,7 @@ from flask_gosession.ids import open_token
 import pytest
 
 from flask_gosession.ids import store_key
-from helpers import cookie_value, stored
+from helpers import cookie_value, moved_away, stored
 from signals_capture import captured, named
 
 CHECKED = {"GOSESSION_TOKEN_CHECK": True, "GOSESSION_GC_INTERVAL": 0}
@@ -118,7 +118,7 @@ def test_login_form_flow_for_anonymous_visitor(client, app):
     anonymous = cookie_value(client)
     assert client.post("/login", data={"user": "carol", "gosession_token": token}).status_code == 200
     assert cookie_value(client) != anonymous  # rotated at login
-    assert stored(app, anonymous) is None
+    assert moved_away(app, anonymous)
     new_token = token_of(client)
     assert new_token != token
     assert client.post("/write", data={"x": "1", "gosession_token": token}).status_code == 400

@@ -6,6 +6,17 @@ crash), paused (``SIGSTOP``, a server that accepts but never answers) and
 restarted on the same port, so tests can show that a provider reports an
 outage and recovers from it without being rebuilt.
 
+Each of these returns only once the change has happened, not when the
+signal was sent: a signal to a multithreaded server reaches its threads one
+by one, and a worker thread can answer one more request meanwhile. So
+:meth:`ServerProcess.pause` waits until every thread is stopped,
+:meth:`~ServerProcess.resume` until none is, :meth:`~ServerProcess.kill`
+until the process is reaped and its listening sockets are gone, and
+:meth:`~ServerProcess.start` until the process itself (not some other one
+on the port) answers. A server that does not get there in
+:data:`SIGNAL_TIMEOUT` raises :class:`ServerStuck`. This reads ``/proc``:
+Linux only.
+
 Every process started here is also killed at interpreter exit, whatever
 happens to the test run. Nothing here imports a client library: readiness
 is checked with raw sockets.
@@ -27,6 +38,10 @@ import typing as t
 #: How long a server may take to start answering.
 STARTUP_TIMEOUT = 15.0
 
+#: How long a server may take to stop, continue or close its sockets
+#: after a signal.
+SIGNAL_TIMEOUT = 5.0
+
 #: Every server not yet stopped, for the clean-up at exit.
 _servers: set[ServerProcess] = set()
 _servers_lock = threading.Lock()
@@ -34,6 +49,14 @@ _servers_lock = threading.Lock()
 
 class ServerUnavailable(RuntimeError):
     """A binary is missing or a server could not be started."""
+
+
+class ServerStuck(RuntimeError):
+    """A server did not reach the state a signal asked for in time.
+
+    Deliberately not a :class:`ServerUnavailable`, which fixtures turn into
+    a skip: this is a failure of the test run.
+    """
 
 
 def require_binary(name: str) -> str:
@@ -79,6 +102,84 @@ def _exchange(port: int, request: bytes, timeout: float = 1.0) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)
         return sock.recv(65536)
+
+
+def thread_states(pid: int) -> dict[int, str]:
+    """The scheduler state of each thread of process ``pid``, by thread id.
+
+    ``"T"`` is stopped by a signal, ``"R"`` running, ``"S"`` sleeping and so
+    on (``proc(5)``). Empty once the process is gone. The state is the field
+    after the command name in ``/proc/PID/task/TID/stat``; that name is in
+    parentheses and may itself hold spaces and parentheses, so the line is
+    split on its last ``)``.
+    """
+    states: dict[int, str] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return states
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as fh:
+                stat = fh.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # that thread exited meanwhile
+        states[int(tid)] = stat.rsplit(b")", 1)[1].split()[0].decode()
+    return states
+
+
+def _listening_sockets() -> dict[int, int]:
+    """Every listening TCP socket of this network namespace: port by inode."""
+    found: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                rows = fh.read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            fields = row.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN.
+            if len(fields) > 9 and fields[3] == "0A":
+                found[int(fields[9])] = int(fields[1].rsplit(":", 1)[1], 16)
+    return found
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets process ``pid`` holds open; empty once it
+    has exited (a zombie has closed its files)."""
+    inodes: set[int] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(int(target[len("socket:["):-1]))
+    return inodes
+
+
+def listening_sockets(pid: int) -> dict[int, int]:
+    """The TCP sockets process ``pid`` listens on: port by socket inode."""
+    inodes = _socket_inodes(pid)
+    return {inode: port for inode, port in _listening_sockets().items() if inode in inodes}
+
+
+def _wait_until(done: t.Callable[[], bool], what: str, detail: t.Callable[[], object]) -> None:
+    """Poll ``done()`` until it is true.
+
+    :raises ServerStuck: naming ``what`` and ``detail()`` after
+        :data:`SIGNAL_TIMEOUT` seconds.
+    """
+    deadline = time.monotonic() + SIGNAL_TIMEOUT
+    while not done():
+        if time.monotonic() > deadline:
+            raise ServerStuck(f"{what} after {SIGNAL_TIMEOUT}s: {detail()}")
+        time.sleep(0.002)
 
 
 def redis_command(port: int, *args: str, timeout: float = 1.0) -> bytes:
@@ -151,7 +252,9 @@ class ServerProcess:
             if self._proc.poll() is not None:
                 break
             try:
-                if self._ready(self.port):
+                # The answer must come from this process: if its bind
+                # failed, another server on the port may be answering.
+                if self._ready(self.port) and self._listens_on_port(self._proc.pid):
                     return self
             except OSError:
                 pass
@@ -160,33 +263,83 @@ class ServerProcess:
         self.kill()
         raise ServerUnavailable(f"{self.name} on port {self.port} did not start:\n{log_tail}")
 
+    def _listens_on_port(self, pid: int) -> bool:
+        return self.port in listening_sockets(pid).values()
+
+    def _running_pid(self, action: str) -> int:
+        if self._proc is None or self._proc.poll() is not None:
+            raise ServerStuck(f"cannot {action} {self!r}: it is not running")
+        return self._proc.pid
+
     def kill(self) -> None:
-        """``SIGKILL`` the process, as a crash would, and reap it."""
+        """``SIGKILL`` the process, as a crash would; return once it is reaped
+        and every socket it listened on is closed, so the next connection
+        to its port is refused.
+
+        :raises ServerStuck: if a listening socket outlives it (a child
+            process holding it) for :data:`SIGNAL_TIMEOUT`.
+        """
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        sockets = _socket_inodes(proc.pid)  # empty if it exited already
         if proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGCONT)  # a paused process must die too
-            except ProcessLookupError:
-                pass
-            proc.kill()
+            proc.kill()  # SIGKILL ends a stopped process too
         proc.wait(10)
+        left: dict[int, int] = {}
+
+        def closed() -> bool:
+            left.clear()
+            left.update((i, port) for i, port in _listening_sockets().items() if i in sockets)
+            return not left
+
+        _wait_until(closed, f"{self!r}: sockets still listening", lambda: sorted(left.values()))
 
     def restart(self) -> ServerProcess:
-        """Kill the process and start a fresh one on the same port."""
+        """Kill the process and start a fresh one on the same port; return
+        once the new one answers."""
         self.kill()
         return self.start()
 
     def pause(self) -> None:
-        """``SIGSTOP``: connections are still accepted but never answered."""
-        if self._proc is not None:
-            os.kill(self._proc.pid, signal.SIGSTOP)
+        """``SIGSTOP``: connections are still accepted but never answered.
+
+        Returns once every thread is stopped (state ``T``): until then a
+        worker thread the stop has not reached yet may still answer.
+        :raises ServerStuck: if the process is not running, or a thread is
+            not stopped within :data:`SIGNAL_TIMEOUT`.
+        """
+        pid = self._running_pid("pause")
+        os.kill(pid, signal.SIGSTOP)
+        _wait_until(
+            lambda: self._threads_are(pid, stopped=True),
+            f"{self!r}: not every thread stopped",
+            lambda: thread_states(pid),
+        )
 
     def resume(self) -> None:
-        """``SIGCONT`` after :meth:`pause`."""
-        if self._proc is not None:
-            os.kill(self._proc.pid, signal.SIGCONT)
+        """``SIGCONT`` after :meth:`pause`; returns once no thread is stopped.
+
+        :raises ServerStuck: if the process is not running, or a thread is
+            still stopped after :data:`SIGNAL_TIMEOUT`.
+        """
+        pid = self._running_pid("resume")
+        os.kill(pid, signal.SIGCONT)
+        _wait_until(
+            lambda: self._threads_are(pid, stopped=False),
+            f"{self!r}: threads still stopped",
+            lambda: thread_states(pid),
+        )
+
+    def _threads_are(self, pid: int, stopped: bool) -> bool:
+        """Whether every thread of ``pid`` is (or none is) in state ``T``.
+
+        :raises ServerStuck: if the process died meanwhile.
+        """
+        states = thread_states(pid)
+        if not states or self._proc is None or self._proc.poll() is not None:
+            raise ServerStuck(f"{self!r} died while waiting for its threads")
+        return all((state == "T") == stopped for state in states.values())
 
     def stop(self) -> None:
         """Kill the process and remove its directory."""

@@ -156,6 +156,23 @@ class Fleet:
         #: every secret ever given to each client
         self.secrets: dict[int, set[str]] = {n: set() for n in range(CLIENTS + 1)}
 
+    def wait_for_requests(self, since: float, count: int, limit: float = 30.0) -> None:
+        """Wait until every session client has finished ``count`` requests
+        that started after ``since``; after ``limit`` seconds, return anyway
+        and leave it to the assertions.
+
+        A phase of the test must hold enough requests to judge it: a fixed
+        sleep does not guarantee that on a loaded machine, where a single
+        request can take seconds.
+        """
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            with self._lock:
+                clients = [s.client for s in self.samples if s.started > since and s.path != "/noop"]
+            if all(clients.count(n) >= count for n in range(CLIENTS)):
+                return
+            time.sleep(0.02)
+
     def _record(self, sample: Sample) -> Sample:
         with self._lock:
             self.samples.append(sample)
@@ -221,7 +238,12 @@ def _run_outage(
     app: t.Any, fault: t.Callable[[], None], restore: t.Callable[[], None],
     healthy: float = 0.6, outage: float = 1.5, recovery: float = 2.0,
 ) -> tuple[Fleet, dict[str, float]]:
-    """Drive the fleet through healthy -> fault -> outage -> restore -> recovery."""
+    """Drive the fleet through healthy -> fault -> outage -> restore -> recovery.
+
+    Each phase lasts the given seconds, and longer if needed for every
+    client to finish a request in it (two in the recovery, which allows one
+    failure on a stale connection).
+    """
     marks: dict[str, float] = {}
     stop = threading.Event()
     with serve(app) as port:
@@ -229,14 +251,17 @@ def _run_outage(
 
         def conductor() -> None:
             time.sleep(healthy)
+            fleet.wait_for_requests(0.0, 1)
             marks["fault"] = time.monotonic()
             fault()
             marks["down"] = time.monotonic()
             time.sleep(outage)
+            fleet.wait_for_requests(marks["down"], 1)
             marks["restore"] = time.monotonic()
             restore()
             marks["up"] = time.monotonic()
             time.sleep(recovery)
+            fleet.wait_for_requests(marks["up"], 2)
             stop.set()
 
         def body(n: int) -> None:
@@ -248,7 +273,7 @@ def _run_outage(
             else:
                 fleet.client(n)
 
-        run_threads(CLIENTS + 2, body, limit=healthy + outage + recovery + 60)
+        run_threads(CLIENTS + 2, body, limit=healthy + outage + recovery + 3 * 30 + 60)
     return fleet, marks
 
 
@@ -380,29 +405,46 @@ def _track_connections(engine: t.Any) -> set[int]:
     return ids
 
 
-def _kill_connections(admin: t.Any, ids: set[int]) -> int:
+def _kill_connections(admin: t.Any, ids: set[int], wait: float = 0.0) -> int:
     """Kill every connection in ``ids`` that the server still has; wait
     until the server dropped them; return how many were killed. Only the
     app's own connections are killed, never those of other tests or
-    processes sharing the database."""
+    processes sharing the database.
+
+    :param ids: the app's connection ids; read again while waiting, as the
+        app adds one each time it connects.
+    :param wait: first wait up to this many seconds until at least one of
+        them is alive. Right after a kill the app has no connection until a
+        request reconnects, which on a loaded machine can take longer than
+        the pause between two rounds: without the wait, such a round would
+        kill nothing.
+    """
     import sqlalchemy as sa
 
     postgres = admin.dialect.name == "postgresql"
-    wanted = sorted(ids)
-    if not wanted:
-        return 0
-    killed = 0
     with admin.connect() as conn:
-        if postgres:
-            alive_q = sa.text("SELECT pid FROM pg_stat_activity WHERE pid = ANY(:ids)")
-            alive = [r[0] for r in conn.execute(alive_q, {"ids": wanted})]
-            for pid in alive:
-                killed += bool(conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar())
-        else:
+
+        def alive_among(candidates: t.Iterable[int]) -> list[int]:
+            wanted = sorted(candidates)
+            if not wanted:
+                return []
+            if postgres:
+                query = sa.text("SELECT pid FROM pg_stat_activity WHERE pid = ANY(:ids)")
+                return [r[0] for r in conn.execute(query, {"ids": wanted})]
             listed = ",".join(str(int(i)) for i in wanted)
-            alive_q = sa.text(f"SELECT id FROM information_schema.processlist WHERE id IN ({listed})")
-            alive = [r[0] for r in conn.execute(alive_q)]
-            for pid in alive:
+            return [r[0] for r in conn.exec_driver_sql(
+                f"SELECT id FROM information_schema.processlist WHERE id IN ({listed})")]
+
+        deadline = time.monotonic() + wait
+        alive = alive_among(set(ids))  # a copy: the app's threads add to ids
+        while not alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+            alive = alive_among(set(ids))
+        killed = 0
+        for pid in alive:
+            if postgres:
+                killed += bool(conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar())
+            else:
                 try:
                     conn.exec_driver_sql(f"KILL {int(pid)}")
                     killed += 1
@@ -410,12 +452,7 @@ def _kill_connections(admin: t.Any, ids: set[int]) -> int:
                     pass
         deadline = time.monotonic() + 10
         while alive:
-            if postgres:
-                alive = [r[0] for r in conn.execute(alive_q, {"ids": alive})]
-            else:
-                listed = ",".join(str(int(i)) for i in alive)
-                alive = [r[0] for r in conn.exec_driver_sql(
-                    f"SELECT id FROM information_schema.processlist WHERE id IN ({listed})")]
+            alive = alive_among(alive)
             assert time.monotonic() < deadline, "the server did not drop the connections"
             time.sleep(0.01)
     return killed
@@ -445,15 +482,16 @@ def test_sql_connections_killed_under_load(make, request, dialect, capsys):
             try:
                 time.sleep(0.3)
                 for _ in range(KILL_ROUNDS):
-                    kills.append(_kill_connections(admin, set(ids)))
+                    kills.append(_kill_connections(admin, ids, wait=10))
                     time.sleep(KILL_EVERY)
                 marks["calm"] = time.monotonic()
                 time.sleep(1.0)  # no more kills: the pool must be healthy
+                fleet.wait_for_requests(marks["calm"] + 0.2, 1)
             finally:
                 stop.set()
 
         marks: dict[str, float] = {}
-        run_threads(CLIENTS + 2, body, limit=KILL_ROUNDS * KILL_EVERY + 60)
+        run_threads(CLIENTS + 2, body, limit=KILL_ROUNDS * (KILL_EVERY + 10) + 30 + 60)
     samples = fleet.samples
     statuses = _statuses(samples)
     assert fleet.mixed == [], fleet.mixed[:5]
@@ -487,7 +525,7 @@ def test_sql_connections_killed_between_requests(make, request, capsys):
                 assert sample.status == 200
                 cookies.append(sample.new_cookie)
             for round_ in range(3):
-                assert _kill_connections(admin, set(ids)) > 0
+                assert _kill_connections(admin, ids) > 0
                 results: list[Sample] = []
 
                 def read(n: int) -> None:

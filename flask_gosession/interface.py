@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import typing as t
+from datetime import datetime, timezone
 
 from flask.sessions import SessionInterface
 from werkzeug.datastructures import Headers
 
 from .errors import ProviderError, StoreUnavailable
 from .manager import Cookie
-from .session import ServerSession
+from .session import PERMANENT_FLAG, ServerSession
 from . import urlrewrite
 
 if t.TYPE_CHECKING:
@@ -48,10 +49,18 @@ class GoSessionInterface(SessionInterface):
         return manager.open(presented)
 
     def save_session(self, app: Flask, session: t.Any, response: Response) -> None:
-        if not session.accessed:
-            if not session.loaded and not session.via_url:
-                return  # never used: nothing to save, no cookie to send
-        else:
+        if not session.loaded and not session.via_url:
+            # Never read (Flask marks the session accessed as soon as the
+            # ``flask.session`` proxy is touched, even without a read):
+            # nothing to save. Only a cookie flagged permanent is sent
+            # again, as Flask refreshes a permanent session's cookie on
+            # every response.
+            if session.accessed:
+                _vary_cookie(response)
+            if session.flagged_permanent() and app.config["SESSION_REFRESH_EACH_REQUEST"]:
+                self._refresh_untouched(app, session, response)
+            return
+        if session.accessed:
             _vary_cookie(response)
         manager = _manager(app)
         try:
@@ -93,11 +102,29 @@ class GoSessionInterface(SessionInterface):
         if action is Cookie.KEEP and not self.should_set_cookie(app, session):
             return
         response.set_cookie(
-            name, session.sid, expires=self.get_expiration_time(app, session),
+            name, session.cookie_text, expires=self.get_expiration_time(app, session),
             httponly=httponly, domain=domain, path=path, secure=secure,
             partitioned=partitioned, samesite=samesite,
         )
         response.vary.add("Cookie")
+
+    def _refresh_untouched(self, app: Flask, session: ServerSession, response: Response) -> None:
+        """Send the cookie of an unused session flagged permanent again, with
+        a fresh ``Expires``, without reading the store.
+
+        The flag is the client's word: a forged one only refreshes the
+        client's own cookie, and the store's idle and absolute timeouts
+        still decide whether the id is valid.
+        """
+        response.set_cookie(
+            self.get_cookie_name(app), t.cast(str, session.presented) + PERMANENT_FLAG,
+            expires=datetime.now(timezone.utc) + app.permanent_session_lifetime,
+            httponly=self.get_cookie_httponly(app), domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app), secure=self.get_cookie_secure(app),
+            partitioned=self.get_cookie_partitioned(app),
+            samesite=self.get_cookie_samesite(app),
+        )
+        _vary_cookie(response)
 
 
 def _vary_cookie(response: Response) -> None:

@@ -41,8 +41,9 @@ class Cookie(enum.Enum):
 
     #: No stored session and nothing to remove: leave the cookie alone.
     NONE = "none"
-    #: The stored session keeps its id: refresh the cookie only if Flask's
-    #: ``should_set_cookie`` says so (permanent + refresh each request).
+    #: The stored session keeps its id: send the cookie only if Flask's
+    #: ``should_set_cookie`` says so (modified, or permanent + refresh each
+    #: request).
     KEEP = "keep"
     #: Send the cookie: the session is new or its id changed.
     SET = "set"
@@ -202,7 +203,7 @@ class Manager:
                 self.store.drop_corrupt(session.key, err)
             return Cookie.DELETE
         finally:
-            session.reset()
+            session.forget_changes()
 
     def _save(self, session: ServerSession, now: float) -> Cookie:
         """The body of :meth:`save` for a loaded, non-discarded session."""

@@ -11,6 +11,7 @@ import typing as t
 
 from flask.sessions import SessionMixin
 
+from .ids import SID_PATTERN
 from .meta import PERMANENT, TOKEN
 
 if t.TYPE_CHECKING:
@@ -42,6 +43,24 @@ def cookie_value(request: Request, name: str) -> str | None:
         if pair is not None and pair.group(1) == name:
             return pair.group(2) or ""
     return None
+
+
+#: Appended to the cookie value of a permanent session (``<sid>.p``), so
+#: that a request which never touches the session can still refresh the
+#: cookie's ``Expires`` without reading the store. ``.`` is outside the id
+#: alphabet, so the flag can never be part of an id.
+PERMANENT_FLAG = ".p"
+
+
+def split_flag(value: str | None) -> tuple[str | None, bool]:
+    """Split a presented cookie value into the id and the permanence flag.
+
+    Only one trailing :data:`PERMANENT_FLAG` is removed; what remains must
+    still be an id of the exact issued shape, or it is refused as before.
+    """
+    if value is not None and value.endswith(PERMANENT_FLAG):
+        return value[:-2], True
+    return value, False
 
 
 class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
@@ -97,6 +116,8 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
     #: Set when a presented id was refused, so its cookie is removed.
     refused: bool = False
     _presented: str | None = None
+    #: Set when the presented cookie value carried :data:`PERMANENT_FLAG`.
+    _flagged: bool = False
     _undo: tuple[t.Any, ...] | None = None
     #: The request whose cookie names the session, until it is read.
     _request: t.Any = None
@@ -109,8 +130,10 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
             # The cookie is parsed only when the session is first used: a
             # request that never touches the session never pays for it.
             self._request = request
+        elif via_url:
+            self._presented = presented  # an id in a URL never carries the flag
         else:
-            self._presented = presented
+            self._presented, self._flagged = split_flag(presented)
         if via_url:
             self.via_url = True
         # The change-tracking containers below are created by _ensure(), on
@@ -133,10 +156,35 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         request = self._request
         if request is not None:
             self._request = None
-            self._presented = cookie_value(request, self._manager.settings.cookie_name)
+            self._presented, self._flagged = split_flag(
+                cookie_value(request, self._manager.settings.cookie_name))
         return self._presented
 
+    def flagged_permanent(self) -> bool:
+        """Whether the client's cookie is a well-formed id flagged
+        permanent (``<sid>.p``). No store call: the flag is the client's
+        word, so it only decides whether the cookie's ``Expires`` is
+        refreshed on a request that never uses the session.
+
+        Costs a substring search when the cookie header has no flag at all
+        (the common, non-permanent case); only a header with one is parsed.
+        """
+        request = self._request
+        if request is not None:
+            header = request.environ.get("HTTP_COOKIE")
+            if not header or PERMANENT_FLAG not in header:
+                return False
+        presented = self.presented
+        return self._flagged and presented is not None and SID_PATTERN.match(presented) is not None
+
     # -- identity -----------------------------------------------------------
+
+    @property
+    def cookie_text(self) -> str:
+        """What the cookie must hold: :attr:`sid`, plus
+        :data:`PERMANENT_FLAG` for a permanent session."""
+        sid = self.sid
+        return sid + PERMANENT_FLAG if self.permanent else sid
 
     @property
     def sid(self) -> str:
@@ -222,7 +270,8 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         """The stored session was destroyed: become new and empty, with no
         id, and remove the cookie unless something is stored again."""
         dict.clear(self)
-        self.reset()
+        self.forget_changes()
+        self._modified = True  # the session was emptied, as by clear()
         self.meta = {}
         self.token = None
         self.token_changed = False
@@ -326,13 +375,23 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         self._modified = True
 
     def reset(self) -> None:
-        """Forget every tracked change (after a save, destroy or refusal)."""
+        """Forget every tracked change and clear :attr:`modified` (after a
+        destroy)."""
+        self.forget_changes()
+        self._modified = False
+
+    def forget_changes(self) -> None:
+        """Forget the tracked change sets once they are saved.
+
+        :attr:`modified` and :attr:`accessed` keep their values, as Flask
+        leaves them after saving: code that runs after the response (a
+        ``teardown_request``, a test) still sees what the request did.
+        """
         self.set_keys.clear()
         self.deleted_keys.clear()
         self.read_keys.clear()
         self.meta_changes.clear()
         self.token_changed = False
-        self._modified = False
         self._explicit_modified = False
 
     def changed_keys(self) -> set[str]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 import typing as t
 
 from flask_gosession.ids import store_key
+from flask_gosession.session import split_flag
 
 
 def cookie_value(client: t.Any, name: str = "gosessionid") -> str | None:
+    """The session id the client's cookie holds (without the permanence
+    flag a permanent session's cookie carries)."""
     cookie = client.get_cookie(name)
-    return None if cookie is None else cookie.value
+    return None if cookie is None else split_flag(cookie.value)[0]
 
 
 def stored(app: t.Any, sid: str) -> t.Any:

@@ -62,7 +62,9 @@ def test_permanent_cookie_not_refreshed_when_disabled(client):
 def test_non_permanent_cookie_not_resent_on_reads(client):
     client.get("/count")
     assert set_cookies(client.get("/get/n")) == []
-    assert set_cookies(client.get("/count")) == []  # same id, nothing to resend
+    # A change re-sends it, as Flask's should_set_cookie says (same id).
+    sid = client.get_cookie("gosessionid").value
+    assert set_cookies(client.get("/count")) == [f"gosessionid={sid}; HttpOnly; Path=/"]
 
 
 def test_vary_cookie_only_when_accessed(client):

@@ -60,7 +60,7 @@ class InProcessResults:
         a, b = self.cells.get((ours, scenario)), self.cells.get((theirs, scenario))
         if a is None or b is None or not a.round_means or not b.round_means:
             return None
-        pairs = [their / our for our, their in zip(a.round_means, b.round_means)]
+        pairs = [their / our for our, their in zip(a.round_means, b.round_means, strict=False)]
         return statistics.median(pairs)
 
 

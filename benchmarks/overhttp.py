@@ -77,7 +77,7 @@ class HTTPResults:
         a, b = self.cells.get((ours, scenario)), self.cells.get((theirs, scenario))
         if a is None or b is None or not a.round_rps or not b.round_rps:
             return None
-        return statistics.median(x / y for x, y in zip(a.round_rps, b.round_rps) if y > 0)
+        return statistics.median(x / y for x, y in zip(a.round_rps, b.round_rps, strict=False) if y > 0)
 
 
 def unavailable() -> str | None:

@@ -20,11 +20,11 @@ def table(headers: t.Sequence[str], rows: t.Iterable[t.Sequence[t.Any]]) -> str:
 
     def line(cells: t.Sequence[str]) -> str:
         return "| " + " | ".join(
-            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)
+            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=False)
         ) + " |"
 
     rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
-                          for w, num in zip(widths, numeric)) + "|"
+                          for w, num in zip(widths, numeric, strict=False)) + "|"
     return "\n".join([line(headers), rule] + [line(r) for r in rows])
 
 
@@ -282,7 +282,8 @@ def full_report(results: dict[str, t.Any]) -> str:
     parts += ["", "## Targets", "", targets_table(evaluate(results))]
     inproc = results.get("inprocess")
     if inproc:
-        pin = f", pinned to CPU {inproc['pinned']} with the Redis and memcached servers" if inproc.get("pinned") is not None else ""
+        pinned = inproc.get("pinned")
+        pin = f", pinned to CPU {pinned} with the Redis and memcached servers" if pinned is not None else ""
         parts += ["", "## In process", "",
                   f"{inproc['requests']} requests per batch, {inproc['rounds']} rounds, "
                   f"medians over rounds{pin}. `× bare` and `× Flask-Session` are throughput "

@@ -235,7 +235,7 @@ def _paired(ours: list[float], theirs: list[float], per_request_time: bool) -> f
     """Median of per-round throughput ratios ours/theirs."""
     import statistics
 
-    pairs = [(b / a if per_request_time else a / b) for a, b in zip(ours, theirs) if a > 0 and b > 0]
+    pairs = [(b / a if per_request_time else a / b) for a, b in zip(ours, theirs, strict=False) if a > 0 and b > 0]
     return statistics.median(pairs) if pairs else None
 
 

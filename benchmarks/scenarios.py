@@ -80,7 +80,7 @@ def environ(path: str, cookie: str | None) -> dict[str, t.Any]:
 
 class _Response:
     status = ""
-    headers: list[tuple[str, str]] = []
+    headers: t.ClassVar[list[tuple[str, str]]] = []
     body = b""
 
 

@@ -58,7 +58,7 @@ def seal_forward(old_sid: str, new_sid_value: str) -> str:
     holds. A one-time pad per record, since every old id is unique.
     """
     raw = base64.urlsafe_b64decode(new_sid_value + "=")
-    sealed = bytes(a ^ b for a, b in zip(raw, _pad(old_sid)))
+    sealed = bytes(a ^ b for a, b in zip(raw, _pad(old_sid), strict=True))
     return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
 
 
@@ -67,7 +67,7 @@ def open_forward(old_sid: str, sealed: object) -> str | None:
     if not is_valid_sid(sealed):
         return None
     raw = base64.urlsafe_b64decode(str(sealed) + "=")
-    plain = bytes(a ^ b for a, b in zip(raw, _pad(old_sid)))
+    plain = bytes(a ^ b for a, b in zip(raw, _pad(old_sid), strict=True))
     return base64.urlsafe_b64encode(plain).rstrip(b"=").decode()
 
 
@@ -81,7 +81,7 @@ def seal_token(sid: str, token: str) -> str:
     nonce = secrets.token_bytes(16)
     raw = base64.urlsafe_b64decode(token + "=")
     pad = hashlib.sha256(_TOKEN_PAD + nonce + sid.encode()).digest()
-    sealed = nonce + bytes(a ^ b for a, b in zip(raw, pad))
+    sealed = nonce + bytes(a ^ b for a, b in zip(raw, pad, strict=True))
     return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
 
 
@@ -97,5 +97,5 @@ def open_token(sid: str, sealed: object) -> str | None:
         return None
     nonce, body = blob[:16], blob[16:]
     pad = hashlib.sha256(_TOKEN_PAD + nonce + sid.encode()).digest()
-    plain = bytes(a ^ b for a, b in zip(body, pad))
+    plain = bytes(a ^ b for a, b in zip(body, pad, strict=True))
     return base64.urlsafe_b64encode(plain).rstrip(b"=").decode()

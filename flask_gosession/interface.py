@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 from flask.sessions import SessionInterface
 from werkzeug.datastructures import Headers
 
+from . import urlrewrite
 from .errors import ProviderError, StoreUnavailable
 from .manager import Cookie
 from .session import PERMANENT_FLAG, ServerSession
-from . import urlrewrite
 
 if t.TYPE_CHECKING:
     from flask import Flask, Request, Response

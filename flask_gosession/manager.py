@@ -279,7 +279,7 @@ class Manager:
         forms rendered after the login carry a fresh Flask-WTF token. The
         request itself was already checked by ``CSRFProtect``.
         """
-        session.sid  # loads, and gives a new session its id
+        _ = session.sid  # loads, and gives a new session its id
         session.plan_rotation(
             None if session.new else "privilege",
             new_sid(),

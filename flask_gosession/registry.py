@@ -36,7 +36,7 @@ BUILTINS: dict[str, tuple[str, str, str | None]] = {
     "memcached": ("flask_gosession.providers.memcached", "MemcachedProvider", "memcached"),
 }
 
-ProviderSpec = t.Union[type[Provider], Provider]
+ProviderSpec = type[Provider] | Provider
 
 _registry: dict[str, ProviderSpec] = {}
 _lock = threading.Lock()

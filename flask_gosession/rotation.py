@@ -193,10 +193,10 @@ class Rotation:
 
     def resolve(self, sid: str, key: str, record: Record | None, now: float) -> Hop:
         """The last hop of the chain from ``sid``, judging every forward."""
-        hop = Hop(sid, key, record)
-        for hop in self.walk(sid, key, record, now):
+        last = Hop(sid, key, record)
+        for last in self.walk(sid, key, record, now):  # noqa: B007 (the last one is kept)
             pass
-        return hop
+        return last
 
     def _read_target(self, sid: str, key: str, record: Record, forward: Forward,
                      target_key: str, now: float) -> Record | None:

@@ -5,7 +5,15 @@ import time
 import typing as t
 
 from flask import (
-    Blueprint, Flask, flash, get_flashed_messages, jsonify, redirect, request, session, url_for,
+    Blueprint,
+    Flask,
+    flash,
+    get_flashed_messages,
+    jsonify,
+    redirect,
+    request,
+    session,
+    url_for,
 )
 
 from flask_gosession import GoSession, destroy, regenerate, rotate_sid, token_exempt

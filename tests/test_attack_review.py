@@ -17,7 +17,7 @@ import re
 import threading
 import time
 import typing as t
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 from flask import redirect, session, url_for

@@ -184,7 +184,7 @@ class Fleet:
         data = sample.json() or {}
         value = data.get("value")
         foreign = [k for k in data.get("keys", []) if k not in ("owner", "w")]
-        if value is not None and value not in allowed or foreign:
+        if (value is not None and value not in allowed) or foreign:
             self.mixed.append(f"client {n} read {key}={value!r} keys={data.get('keys')}")
         return value
 

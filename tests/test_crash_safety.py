@@ -26,8 +26,8 @@ import time
 
 import pytest
 
-from flask_gosession.providers.base import Record
 from flask_gosession.providers import file as file_provider
+from flask_gosession.providers.base import Record
 from flask_gosession.providers.file import FileProvider
 from loadkit import report
 

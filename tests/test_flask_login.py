@@ -15,8 +15,15 @@ import typing as t
 import pytest
 from flask import Flask, jsonify, request, session
 from flask_login import (
-    LoginManager, UserMixin, confirm_login, current_user, fresh_login_required, login_fresh,
-    login_required, logout_user, login_user,
+    LoginManager,
+    UserMixin,
+    confirm_login,
+    current_user,
+    fresh_login_required,
+    login_fresh,
+    login_required,
+    login_user,
+    logout_user,
 )
 
 from clock import FakeClock

@@ -20,7 +20,8 @@ from wtforms import StringField
 from clock import FakeClock
 from flask_gosession import GoSession, regenerate, rotate_sid
 from helpers import cookie_value
-from liveserver import request as http, serve
+from liveserver import request as http
+from liveserver import serve
 
 ROTATE_AFTER = 60
 

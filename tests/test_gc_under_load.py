@@ -173,4 +173,5 @@ def test_file_gc_never_removes_a_temporary_file_being_written(tmp_path, capsys):
 
     run_threads(3, body, limit=60)
     assert failures == [], failures[:3]
-    report(capsys, f"[gc] file temp files: {counts['writes']} large writes during {counts['gc_runs']} GC runs, 0 failed")
+    report(capsys, f"[gc] file temp files: {counts['writes']} large writes during "
+                   f"{counts['gc_runs']} GC runs, 0 failed")

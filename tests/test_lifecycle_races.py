@@ -19,9 +19,9 @@ from backends import ALL_BACKENDS
 from counting import install
 from flask_gosession.ids import store_key
 from liveserver import request, serve
+from signals_capture import captured, named
 
 DEAD_FIELD = "x"  # providers.base.DEAD_FIELD (a literal, so the module runs on old code too)
-from signals_capture import captured, named
 
 ROTATE_AFTER = 900
 GRACE = 30

@@ -384,7 +384,7 @@ def test_pair_dead_server_raises_and_is_used_again(make, memcached_pair):
         assert None in outcomes and True in outcomes
         assert False not in outcomes
     assert time.monotonic() - started < 5
-    failed = [key for key, ok in zip(keys, outcomes) if ok is None]
+    failed = [key for key, ok in zip(keys, outcomes, strict=False) if ok is None]
     with pytest.raises(ProviderError):
         prov.session_init(failed[0], rec(now, moved=True))
     assert counters(memcached_pair[1])["cmd_set"] == 40 - len(failed)

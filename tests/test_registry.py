@@ -30,7 +30,7 @@ def test_register_rejects_none():
 
 
 def test_register_rejects_non_provider():
-    with pytest.raises(RegistryError, match="not a flask_gosession.Provider"):
+    with pytest.raises(RegistryError, match=r"not a flask_gosession\.Provider"):
         register("tiny", object)  # type: ignore[arg-type]
 
 

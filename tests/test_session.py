@@ -168,6 +168,5 @@ def test_in_place_mutation_with_modified_saves_read_keys(client, app):
 def test_session_cannot_be_pickled(app):
     import pickle
 
-    with app.test_request_context():
-        with pytest.raises(TypeError):
-            pickle.dumps(session._get_current_object())
+    with app.test_request_context(), pytest.raises(TypeError):
+        pickle.dumps(session._get_current_object())

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import re
 
-from flask_gosession.ids import open_token
-
 import pytest
 
-from flask_gosession.ids import store_key
+from flask_gosession.ids import open_token, store_key
 from helpers import cookie_value, moved_away, stored
 from signals_capture import captured, named
 

@@ -16,12 +16,11 @@ import pytest
 from flask import session, url_for
 from werkzeug.urls import iri_to_uri
 
+import backends
+from browser import launch, loopback, unavailable
 from flask_gosession import urlrewrite
 from flask_gosession.errors import ProviderError, StoreUnavailable
 from flask_gosession.providers.memory import MemoryProvider
-
-import backends
-from browser import launch, loopback, unavailable
 from helpers import set_cookies, stored
 from liveserver import request, serve
 
@@ -221,7 +220,7 @@ def test_own_location_gets_the_id_and_the_headers(app, url_sid, target, expected
 
 @pytest.mark.parametrize(
     "location",
-    ["/\n/evil.example/x", "/\r/evil.example/x", "/x\n", "/\x85/x", "http://ｌocalhost/x",
+    ["/\n/evil.example/x", "/\r/evil.example/x", "/x\n", "/\x85/x", "http://ｌocalhost/x",  # noqa: RUF001 (a fullwidth l on purpose)
      "http://localhost\u3002evil.example/x", "http://xn--localhost/x", "http://[::1/x", "http://[::1]/x"],
 )
 def test_rule_refuses_what_headers_cannot_even_carry(location):

@@ -324,7 +324,7 @@ def _import_pymemcache() -> t.Any:
         import pymemcache
         import pymemcache.client.base
         import pymemcache.client.hash
-        import pymemcache.exceptions  # noqa: F401
+        import pymemcache.exceptions
     except ImportError as err:
         raise ConfigError(
             "GOSESSION_PROVIDER='memcached' needs pymemcache: "

@@ -539,7 +539,7 @@ def _import_redis() -> t.Any:
     try:
         import redis
         import redis.cluster
-        import redis.sentinel  # noqa: F401
+        import redis.sentinel
     except ImportError as err:
         raise ConfigError(
             "GOSESSION_PROVIDER='redis' needs redis-py: pip install flask-gosession[redis]"

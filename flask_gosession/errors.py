@@ -5,7 +5,11 @@ Every exception the extension raises on purpose derives from
 """
 from __future__ import annotations
 
-from werkzeug.exceptions import BadRequest, ServiceUnavailable
+import typing as t
+
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, ServiceUnavailable
+
+from .ids import label
 
 
 class GoSessionError(Exception):
@@ -41,6 +45,43 @@ class CorruptRecordError(GoSessionError):
     """
 
 
+class RecordTooLarge(GoSessionError):
+    """A session record is larger than the store accepts; nothing was written.
+
+    Not a :class:`ProviderError`: the store is healthy and only this
+    session's data is too big, so it never counts as an outage. Raised by a
+    provider's ``session_init`` or ``session_update`` *before* anything is
+    written (or mapped from the server's own refusal); during a request it
+    becomes an HTTP 413 (:class:`SessionTooLarge`) and one warning.
+
+    :param key: the store key; only its :func:`~flask_gosession.ids.label`
+        is kept, so the message never carries the full key.
+    :param size: the size of the refused record (or value), in bytes.
+    :param limit: the largest size the store accepts, in bytes.
+    :param setting: the setting (or server option) that sets ``limit``,
+        named in the message.
+    """
+
+    def __init__(self, key: str, size: int, limit: int, setting: str = "") -> None:
+        #: The short, log-safe label of the record's store key.
+        self.label = label(key)
+        #: Bytes the record (or value) would have taken.
+        self.size = size
+        #: The most the store accepts, in bytes.
+        self.limit = limit
+        #: What sets ``limit``, or ``""``.
+        self.setting = setting
+        where = f" (set by {setting})" if setting else ""
+        super().__init__(
+            f"session record {self.label} is {size} bytes, over the store's "
+            f"limit of {limit} bytes{where}"
+        )
+
+    def __reduce__(self) -> t.Any:
+        # The label stands in for the key: label(label) is the label itself.
+        return type(self), (self.label, self.size, self.limit, self.setting)
+
+
 class StoreUnavailable(ServiceUnavailable):
     """The HTTP 503 that a :class:`ProviderError` becomes during a request.
 
@@ -49,6 +90,19 @@ class StoreUnavailable(ServiceUnavailable):
 
     description = (
         "The session store is temporarily unavailable. Please try again in a moment."
+    )
+
+
+class SessionTooLarge(RequestEntityTooLarge):
+    """The HTTP 413 that a :class:`RecordTooLarge` becomes during a request.
+
+    Nothing of the request's session changes was stored. Customise the
+    response with ``@app.errorhandler(SessionTooLarge)``.
+    """
+
+    description = (
+        "The session data is too large to be stored. Nothing was saved; "
+        "remove something from it and try again."
     )
 
 

@@ -7,8 +7,8 @@ import time
 import typing as t
 import weakref
 
-from .errors import ProviderError, StoreUnavailable
-from .interface import GoSessionInterface
+from .errors import ProviderError, RecordTooLarge, SessionTooLarge, StoreUnavailable
+from .interface import GoSessionInterface, warn_too_large
 from .manager import Manager
 from .registry import build_provider, known_keys
 from .settings import load_settings, warn_unknown_keys
@@ -73,6 +73,7 @@ class GoSession:
         app.add_template_global(gosession_token, "gosession_token")
         app.add_template_global(gosession_token_field, "gosession_token_field")
         app.register_error_handler(ProviderError, _store_unavailable)
+        app.register_error_handler(RecordTooLarge, _session_too_large)
         if settings.flask_login:
             from .integrations.flask_login import install
 
@@ -120,3 +121,12 @@ def _store_unavailable(error: ProviderError) -> t.Any:
     from flask import current_app
 
     return current_app.handle_http_exception(StoreUnavailable())
+
+
+def _session_too_large(error: RecordTooLarge) -> t.Any:
+    """Turn a session refused as too large inside a view into a 413, with
+    one warning; the store is fine, so this is never an outage."""
+    from flask import current_app
+
+    warn_too_large(error)
+    return current_app.handle_http_exception(SessionTooLarge())

@@ -1,6 +1,7 @@
 """The :class:`~flask.sessions.SessionInterface` that Flask calls."""
 from __future__ import annotations
 
+import logging
 import typing as t
 from datetime import datetime, timezone
 
@@ -8,14 +9,18 @@ from flask.sessions import SessionInterface
 from werkzeug.datastructures import Headers
 
 from . import urlrewrite
-from .errors import ProviderError, StoreUnavailable
+from .errors import ProviderError, RecordTooLarge, SessionTooLarge, StoreUnavailable
 from .manager import Cookie
 from .session import PERMANENT_FLAG, ServerSession
 
 if t.TYPE_CHECKING:
     from flask import Flask, Request, Response
 
+    from werkzeug.exceptions import HTTPException
+
     from .manager import Manager
+
+log = logging.getLogger("flask_gosession")
 
 
 class GoSessionInterface(SessionInterface):
@@ -75,6 +80,11 @@ class GoSessionInterface(SessionInterface):
                 _become_unavailable_via_url(app, response)
             else:
                 _become_unavailable(app, response)
+            return
+        except RecordTooLarge as err:
+            # This session's data, not the store: a 413, never an outage.
+            warn_too_large(err)
+            _become(app, response, SessionTooLarge())
             return
         if action is Cookie.NONE:
             return
@@ -152,14 +162,27 @@ def _become_unavailable_via_url(app: Flask, response: Response) -> None:
         urlrewrite.protect(response)
 
 
+def warn_too_large(err: RecordTooLarge) -> None:
+    """The one warning for a session refused as too large (label, size, limit)."""
+    log.warning(
+        "session %s not saved: its record is %d bytes, over the store's limit of %d bytes%s",
+        err.label, err.size, err.limit, f" ({err.setting})" if err.setting else "",
+    )
+
+
 def _become_unavailable(app: Flask, response: Response) -> None:
-    """Turn the finished response into the 503 for an unavailable store.
+    """Turn the finished response into the 503 for an unavailable store."""
+    _become(app, response, StoreUnavailable())
+
+
+def _become(app: Flask, response: Response, error: HTTPException) -> None:
+    """Turn the finished response into the response for ``error``.
 
     Flask saves the session after the response is built, where a raised
     exception would become a 500; so the response is rewritten in place,
-    through the app's own error handler for :class:`StoreUnavailable`.
+    through the app's own error handler for ``error``'s class.
     """
-    error_response = app.make_response(app.handle_http_exception(StoreUnavailable()))
+    error_response = app.make_response(app.handle_http_exception(error))
     response.status_code = error_response.status_code
     response.headers = Headers(error_response.headers)
     response.set_data(error_response.get_data())

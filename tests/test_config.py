@@ -240,7 +240,7 @@ class AcmeProvider(MemoryProvider):
 
     @classmethod
     def config_defaults(cls, app):  # type: ignore[no-untyped-def]
-        return {"GOSESSION_ACME_REGION": "eu"}
+        return {**super().config_defaults(app), "GOSESSION_ACME_REGION": "eu"}
 
 
 def test_a_third_party_providers_keys_count_when_it_is_selected(caplog):

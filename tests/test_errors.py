@@ -83,3 +83,49 @@ def _failing_set(provider):
 def test_noop_requests_work_while_store_is_down(client, app):
     app.extensions["gosession"].provider.down = True
     assert client.get("/noop").status_code == 200
+
+
+# -- a session too large for its store ---------------------------------------------------
+
+
+def test_record_too_large_is_not_an_outage_error():
+    from flask_gosession.errors import GoSessionError, RecordTooLarge
+
+    assert issubclass(RecordTooLarge, GoSessionError)
+    assert not issubclass(RecordTooLarge, ProviderError)
+
+
+def test_record_too_large_names_label_size_and_limit_never_the_key():
+    import pickle
+
+    from flask_gosession.errors import RecordTooLarge
+
+    key = "0123456789ab" + "f" * 52
+    err = RecordTooLarge(key, 2_097_152, 1_048_576, "GOSESSION_MAX_RECORD_SIZE")
+    assert (err.label, err.size, err.limit) == ("0123456789ab", 2_097_152, 1_048_576)
+    message = str(err)
+    assert "0123456789ab" in message and key not in message
+    assert "2097152" in message and "1048576" in message and "GOSESSION_MAX_RECORD_SIZE" in message
+    copy = pickle.loads(pickle.dumps(err))
+    assert (copy.label, copy.size, copy.limit, str(copy)) == (err.label, err.size, err.limit, message)
+
+
+def test_session_too_large_is_a_413():
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    from flask_gosession.errors import SessionTooLarge
+
+    assert issubclass(SessionTooLarge, RequestEntityTooLarge) and SessionTooLarge.code == 413
+
+
+@pytest.mark.parametrize("backend_config", [{"GOSESSION_PROVIDER": "memory",
+                                              "GOSESSION_MAX_RECORD_SIZE": 200}])
+def test_too_large_during_save_is_413_and_never_marks_the_store_down(client, app, caplog):
+    manager = app.extensions["gosession"]
+    assert client.get("/set/a/1").status_code == 200
+    with caplog.at_level(logging.DEBUG, logger="flask_gosession"):
+        response = client.get("/set/b/" + "x" * 200)
+        assert response.status_code == 413
+        assert [r.levelname for r in caplog.records if r.name == "flask_gosession"] == ["WARNING"]
+        assert client.get("/get/a").json["value"] == "1"
+    assert manager.store._down is False and "recovered" not in caplog.text

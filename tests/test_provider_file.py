@@ -106,6 +106,166 @@ def test_uncreatable_directory_is_a_config_error(tmp_path):
         build(tmp_path, GOSESSION_FILE_DIR=str(blocker / "sessions"))
 
 
+# -- permissions: a directory others can write is refused -------------------------------
+
+#: The uid the "other local user" tests hand directories to.
+NOBODY = 65534
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+
+
+def forge(directory: str, sid: str) -> None:
+    """What a local attacker plants: a record saying ``user: admin``."""
+    key = hashlib.sha256(sid.encode()).hexdigest()
+    shard = os.path.join(directory, key[:2], key[2:4])
+    os.makedirs(shard, exist_ok=True)
+    now = FakeClock()()
+    blob = FileProvider.pack(FileProvider.__new__(FileProvider),
+                             Record({"user": "admin"}, {"c": now, "i": now}, now))
+    with open(os.path.join(shard, key), "wb") as fh:
+        fh.write(blob)
+
+
+def refusal(tmp_path, directory) -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError) as info:
+        build(tmp_path, GOSESSION_FILE_DIR=str(directory))
+    return str(info.value)
+
+
+def test_precreated_world_writable_directory_is_refused_at_init_app(tmp_path):
+    """The attack: a local user creates the directory 0777 before the app
+    starts and plants a record; the app must refuse to start on it."""
+    from flask_gosession import GoSession
+
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    os.chmod(directory, 0o777)
+    forge(str(directory), "A" * 43)
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(SECRET_KEY="x", GOSESSION_PROVIDER="file", GOSESSION_FILE_DIR=str(directory))
+    with pytest.raises(ConfigError) as info:
+        GoSession(app)
+    message = str(info.value)
+    assert str(directory) in message
+    assert "writable by its group and others" in message and "0777" in message
+    assert f"chmod 700 {directory}" in message
+
+
+def test_group_writable_directory_is_refused(tmp_path):
+    directory = tmp_path / "sessions"
+    directory.mkdir()
+    os.chmod(directory, 0o770)
+    message = refusal(tmp_path, directory)
+    assert "writable by its group" in message and "others" not in message.split("(")[0]
+    assert f"chmod 700 {directory}" in message
+
+
+@needs_root
+def test_directory_owned_by_another_user_is_refused(tmp_path):
+    directory = tmp_path / "sessions"
+    directory.mkdir(mode=0o700)
+    os.chown(directory, NOBODY, NOBODY)
+    message = refusal(tmp_path, directory)
+    assert str(directory) in message and f"owned by uid {NOBODY}" in message
+    assert f"chown {os.geteuid()} {directory}" in message
+
+
+def test_symlink_to_a_good_directory_is_refused(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    FileProvider(str(real)).close()  # a perfectly good store
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    message = refusal(tmp_path, link)
+    assert str(link) in message and "symbolic link" in message
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    assert "symbolic link" in refusal(tmp_path, dangling)
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("which", ["locks", "top", "leaf"])
+@pytest.mark.parametrize("problem", ["world-writable", "group-writable", "other-owner", "symlink"])
+def test_a_bad_subdirectory_is_refused(tmp_path, which, problem):
+    directory = str(tmp_path / "sessions")
+    key = new_key()
+    prov = FileProvider(directory)
+    prov.session_init(key, rec(1000.0, a=1))
+    path = {
+        "locks": os.path.join(directory, "locks"),
+        "top": os.path.join(directory, key[:2]),
+        "leaf": os.path.join(directory, key[:2], key[2:4]),
+    }[which]
+    if problem == "world-writable":
+        os.chmod(path, 0o777)
+    elif problem == "group-writable":
+        os.chmod(path, 0o720)
+    elif problem == "other-owner":
+        if os.geteuid() != 0:
+            pytest.skip("chown to another uid needs root")
+        os.chown(path, NOBODY, NOBODY)
+    else:
+        elsewhere = str(tmp_path / "elsewhere")
+        os.rename(path, elsewhere)
+        os.symlink(elsewhere, path)
+    message = refusal(tmp_path, directory)
+    assert repr(path) in message
+
+
+def test_fresh_default_directory_works_and_is_private(tmp_path):
+    prov = build(tmp_path)
+    key, now = new_key(), 1000.0
+    prov.session_init(key, rec(now, a=1))
+    assert prov.session_read(key, now).data == {"a": 1}
+    build(tmp_path)  # and it is accepted again on the next start
+    for path in (prov.directory, os.path.join(prov.directory, "locks"),
+                 os.path.join(prov.directory, key[:2]), os.path.join(prov.directory, key[:2], key[2:4])):
+        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o700
+
+
+def test_a_stray_file_named_like_a_shard_does_not_stop_the_start(tmp_path, directory):
+    FileProvider(directory)
+    with open(os.path.join(directory, "ab"), "w") as fh:
+        fh.write("not a directory")
+    FileProvider(directory)
+
+
+@needs_root
+def test_a_record_file_owned_by_another_user_reads_as_corrupt(provider, directory):
+    from flask_gosession.errors import CorruptRecordError
+
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, rec(now, user="ann"))
+    os.chown(provider.path_for(key), NOBODY, NOBODY)
+    with pytest.raises(CorruptRecordError):
+        provider.session_read(key, now)
+
+
+# -- the size cap -----------------------------------------------------------------------------
+
+
+def test_oversized_record_is_refused_before_any_file_is_written(tmp_path, directory):
+    from flask_gosession.errors import RecordTooLarge
+
+    prov = build(tmp_path, GOSESSION_FILE_DIR=directory, GOSESSION_MAX_RECORD_SIZE=4096)
+    key, now = new_key(), 1000.0
+    with pytest.raises(RecordTooLarge) as info:
+        prov.session_init(key, rec(now, big="x" * 5000))
+    assert info.value.limit == 4096 and info.value.size > 5000 and info.value.label == key[:12]
+    assert all_files(directory) == []
+    prov.session_init(key, rec(now, a=1))
+    before = all_files(directory)
+    with pytest.raises(RecordTooLarge):
+        prov.session_update(key, Change(set={"big": "x" * 5000}, atime=now))
+    assert prov.session_read(key, now).data == {"a": 1}
+    assert all_files(directory) == before  # no temporary file left behind
+
+
+def test_record_size_cap_defaults_to_one_mib(tmp_path):
+    assert build(tmp_path).max_record_size == 1024 * 1024
+    assert FileProvider(str(tmp_path / "by-hand")).max_record_size is None
+
+
 # -- keys and layout ------------------------------------------------------------
 
 
@@ -361,6 +521,10 @@ def test_os_errors_become_provider_errors(provider, directory):
     with pytest.raises(ProviderError) as info:
         provider.session_init(key, rec(now, a=1))
     assert isinstance(info.value.__cause__, OSError)
+    # The paths in the message and in the chained error name the key only
+    # by its label.
+    assert key[:12] in str(info.value) and key not in str(info.value)
+    assert key not in str(info.value.__cause__)
     with pytest.raises(ProviderError):
         provider.session_destroy(key)
     with pytest.raises(ProviderError):

@@ -19,7 +19,7 @@ from flask import Flask
 import servers
 from backends.memcached import unique_prefix
 from clock import FakeClock
-from flask_gosession.errors import ConfigError, CorruptRecordError, ProviderError
+from flask_gosession.errors import ConfigError, CorruptRecordError, ProviderError, RecordTooLarge
 from flask_gosession.providers.base import FORWARD_FIELD, Change, Outcome, Record
 from flask_gosession.providers.memcached import MemcachedProvider
 from helpers import concurrent_writers
@@ -295,6 +295,77 @@ def test_corrupt_blob(make, memcached_server):
         prov.session_update(key, Change(set={"a": 1}, atime=now))
     prov.session_touch(key, now)  # left alone for session_read to report
     assert prov.client.get(prov.key_prefix + key) == b'{"d": []}'
+
+
+# -- the size limit ---------------------------------------------------------------------------
+
+
+def blob_of_size(prov: MemcachedProvider, size: int, now: float) -> Record:
+    """A record whose packed blob is exactly ``size`` bytes."""
+    base = len(prov.pack(rec(now, v="")))
+    record = rec(now, v="x" * (size - base))
+    assert len(prov.pack(record)) == size
+    return record
+
+
+@pytest.fixture(params=["one", "pair"])
+def servers_config(request):  # type: ignore[no-untyped-def]
+    """``fn(**extra)``: config for one private server or a private pair."""
+    if request.param == "one":
+        running = [request.getfixturevalue("memcached_server")]
+    else:
+        running = request.getfixturevalue("memcached_pair")
+    return lambda **extra: config_for(*running, **extra)
+
+
+def test_oversized_record_is_refused_before_sending(make, servers_config):
+    prov = make(**servers_config(GOSESSION_MAX_RECORD_SIZE=4096))
+    key, now = new_key(), prov.clock()
+    with pytest.raises(RecordTooLarge) as info:
+        prov.session_init(key, rec(now, big="x" * 5000))
+    assert info.value.limit == 4096 and info.value.size > 5000 and info.value.label == key[:12]
+    assert prov.client.get(prov.key_prefix + key) is None
+    prov.session_init(key, rec(now, a=1))
+    with pytest.raises(RecordTooLarge):
+        prov.session_update(key, Change(set={"big": "x" * 5000}, atime=now))
+    assert prov.session_read(key, now).data == {"a": 1}  # memcached never saw it
+
+
+def test_the_item_limit_fits_the_real_server(make, memcached_server):
+    """The largest blob the provider accepts is stored by a memcached with
+    the default 1 MiB items; one byte more is refused before sending (the
+    server would refuse it *and drop the session*)."""
+    prov = make(**config_for(memcached_server, GOSESSION_MAX_RECORD_SIZE=None))
+    key, now = new_key(), prov.clock()
+    assert prov.max_record_size == prov.item_limit < 1024 * 1024
+    prov.session_init(key, blob_of_size(prov, prov.item_limit, now))
+    assert len(prov.client.get(prov.key_prefix + key)) == prov.item_limit
+    with pytest.raises(RecordTooLarge, match="GOSESSION_MEMCACHED_MAX_ITEM_SIZE"):
+        prov.session_update(key, Change(set={"v": "x" * prov.item_limit}, atime=now))
+    assert prov.session_read(key, now) is not None
+
+
+def test_server_refusing_an_item_as_too_large_is_not_an_outage(make, servers_config):
+    """Items configured larger than the servers' -I: the server's own
+    SERVER_ERROR reply becomes RecordTooLarge, not ProviderError."""
+    prov = make(**servers_config(GOSESSION_MEMCACHED_MAX_ITEM_SIZE=4 << 20,
+                                 GOSESSION_MAX_RECORD_SIZE=None))
+    key, now = new_key(), prov.clock()
+    with pytest.raises(RecordTooLarge, match="-I") as info:
+        prov.session_init(key, rec(now, big="x" * (2 << 20)))
+    assert not isinstance(info.value, ProviderError)
+    assert info.value.size > 2 << 20
+    prov.session_init(key, rec(now, a=1))
+    with pytest.raises(RecordTooLarge):
+        prov.session_update(key, Change(set={"big": "x" * (2 << 20)}, atime=now))
+    prov.session_init(key, rec(now, a=2))  # the connection is still in step
+    assert prov.session_read(key, now).data == {"a": 2}
+
+
+@pytest.mark.parametrize("value", [0, 1023, "1m", 1.5, True, None])
+def test_bad_item_size_is_a_config_error(make, value):
+    with pytest.raises(ConfigError, match="GOSESSION_MEMCACHED_MAX_ITEM_SIZE"):
+        make(GOSESSION_MEMCACHED_MAX_ITEM_SIZE=value)
 
 
 # -- servers failing and coming back ---------------------------------------------------------

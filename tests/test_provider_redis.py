@@ -20,7 +20,7 @@ from flask import Flask
 import servers
 from backends.redis import unique_prefix
 from clock import FakeClock
-from flask_gosession.errors import ConfigError, CorruptRecordError, ProviderError
+from flask_gosession.errors import ConfigError, CorruptRecordError, ProviderError, RecordTooLarge
 from flask_gosession.providers.base import FORWARD_FIELD, Change, Outcome, Record
 from flask_gosession.providers.redis import RedisProvider
 from helpers import concurrent_writers
@@ -96,7 +96,9 @@ def test_layout_is_one_hash_per_session(make, backend_redis):
     key, now = new_key(), 1000.5
     prov.session_init(key, Record({"user": "ann", "n": [1, 2]}, {"c": now}, now))
     stored = prov.client.hgetall(prov.key_prefix + key)
-    assert stored == {b"d:user": b'"ann"', b"d:n": b"[1,2]", b"m:c": b"1000.5", b"a": b"1000.5"}
+    # s: the bytes of the d: and m: names and values (11 + 8 + 9).
+    assert stored == {b"d:user": b'"ann"', b"d:n": b"[1,2]", b"m:c": b"1000.5", b"a": b"1000.5",
+                      b"s": b"28"}
     assert prov.client.type(prov.key_prefix + key) == b"hash"
 
 
@@ -247,6 +249,100 @@ def test_unknown_fields_are_ignored(make, backend_redis):
     key = new_key()
     prov.client.hset(prov.key_prefix + key, mapping={"a": b"5", "x:future": b"?", "d:k": b"1"})
     assert prov.session_read(key, 6.0) == Record({"k": 1}, {}, 5.0)
+
+
+# -- the size limit -----------------------------------------------------------------
+
+
+def stored_size(prov: RedisProvider, key: str) -> tuple[int, int]:
+    """The ``s`` field, and the size it must equal, from the hash itself."""
+    fields = prov.client.hgetall(prov.key_prefix + key)
+    actual = sum(len(n) + len(v) for n, v in fields.items() if n[:2] in (b"d:", b"m:"))
+    return int(fields[b"s"]), actual
+
+
+@pytest.fixture(params=["backend_redis", "backend_redis_cluster"])
+def capped(request, make) -> RedisProvider:  # type: ignore[no-untyped-def]
+    return make(**request.getfixturevalue(request.param), GOSESSION_MAX_RECORD_SIZE=4096)
+
+
+def test_oversized_init_is_refused_and_nothing_is_sent(capped, sent):
+    key, now = new_key(), capped.clock()
+    capped.client  # connect first: count only the session's commands
+    sent.clear()
+    with pytest.raises(RecordTooLarge) as info:
+        capped.session_init(key, rec(now, big="x" * 5000))
+    assert info.value.limit == 4096 and info.value.size > 5000 and info.value.label == key[:12]
+    assert sent == [] and capped.session_read(key, now) is None
+
+
+def test_a_record_grown_past_the_limit_by_updates_is_refused_whole(capped):
+    """Each update alone is small; the script sees the total and refuses
+    the one that would cross the limit, writing none of it."""
+    key, now = new_key(), capped.clock()
+    capped.session_init(key, rec(now, a="x" * 1500))
+    assert capped.session_update(key, Change(set={"b": "y" * 1500}, atime=now)) is Outcome.APPLIED
+    with pytest.raises(RecordTooLarge) as info:
+        capped.session_update(key, Change(set={"c": "z" * 1500}, deleted={"a0"}, meta={"m": 1},
+                                          atime=now + 5))
+    assert 4096 < info.value.size < 5000 and info.value.limit == 4096
+    got = capped.session_read(key, now)
+    assert set(got.data) == {"a", "b"} and "m" not in got.meta and got.atime == now
+    # Replacing and deleting shrink it again, and the size stays exact.
+    assert capped.session_update(
+        key, Change(set={"a": "x" * 3000}, deleted={"b"}, atime=now)) is Outcome.APPLIED
+    size, actual = stored_size(capped, key)
+    assert size == actual
+    assert capped.session_update(key, Change(set={"c": "z" * 900}, atime=now)) is Outcome.APPLIED
+
+
+def test_size_field_stays_exact_through_many_changes(make, backend_redis):
+    prov = make(**backend_redis)
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, Record({"é": "ü" * 10, "n": 1}, {"c": now, "t": "tok"}, now))
+    assert stored_size(prov, key)[0] == stored_size(prov, key)[1]
+    changes = [
+        Change(set={"n": 123456, "new": [1, 2, 3]}, atime=now),
+        Change(deleted={"é", "missing"}, meta={"t": None}, atime=now),
+        Change(set={"n": 1}, meta={"t": "longer token", "y": {"k": "v"}}, atime=now),
+        Change(set={"é": "back"}, deleted={"new"}, atime=now),
+    ]
+    for change in changes:
+        assert prov.session_update(key, change) is Outcome.APPLIED
+        size, actual = stored_size(prov, key)
+        assert size == actual
+
+
+def test_a_hash_without_a_size_field_gets_one(make, backend_redis):
+    """Records written before the ``s`` field existed are measured once."""
+    prov = make(**backend_redis, GOSESSION_MAX_RECORD_SIZE=4096)
+    key = new_key()
+    prov.client.hset(prov.key_prefix + key,
+                     mapping={"a": b"5", "d:k": b'"' + b"x" * 3000 + b'"', "m:c": b"5"})
+    with pytest.raises(RecordTooLarge):
+        prov.session_update(key, Change(set={"k2": "y" * 1500}, atime=6.0))
+    assert b"s" not in prov.client.hgetall(prov.key_prefix + key)
+    assert prov.session_update(key, Change(set={"k2": "y"}, atime=6.0)) is Outcome.APPLIED
+    size, actual = stored_size(prov, key)
+    assert size == actual
+
+
+def test_a_value_over_redis_own_limit_is_refused(make, backend_redis, monkeypatch):
+    from flask_gosession.providers import redis as redis_module
+
+    # Redis refuses values over 512 MB; the check is the same for a lower
+    # bound, which spares the test half a gigabyte.
+    monkeypatch.setattr(redis_module, "MAX_VALUE_SIZE", 100)
+    prov = make(**backend_redis, GOSESSION_MAX_RECORD_SIZE=None)
+    key, now = new_key(), prov.clock()
+    with pytest.raises(RecordTooLarge, match="one value") as info:
+        prov.session_init(key, rec(now, big="x" * 200))
+    assert info.value.limit == 100
+    prov.session_init(key, rec(now, a="x" * 50, b="y" * 50))  # many small values are fine
+
+
+def test_the_cap_defaults_to_one_mib(make, backend_redis):
+    assert make(**backend_redis).max_record_size == 1024 * 1024
 
 
 # -- count and clear ------------------------------------------------------------------

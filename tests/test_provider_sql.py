@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import secrets
 import socket
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -22,7 +24,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from clock import FakeClock
-from flask_gosession.errors import ConfigError, CorruptRecordError, ProviderError
+from flask_gosession.errors import ConfigError, CorruptRecordError, ProviderError, RecordTooLarge
 from flask_gosession.providers.base import Change, Outcome, Record
 from flask_gosession.providers.sql import SQLProvider
 
@@ -330,6 +332,100 @@ def test_default_is_sqlite_in_instance_path(make, tmp_path):
     key, now = new_key(), prov.clock()
     prov.session_init(key, rec(now, a=1))
     assert (tmp_path / "instance" / "gosession.sqlite3").exists()
+
+
+# -- the SQLite database file: private ------------------------------------------------------
+
+def test_default_sqlite_file_is_created_0600_in_a_private_directory(make, tmp_path):
+    old_umask = os.umask(0)  # SQLite alone would create it 0666 & ~umask
+    try:
+        prov = make({})
+        prov.session_init(new_key(), rec(prov.clock(), a=1))
+    finally:
+        os.umask(old_umask)
+    path = tmp_path / "instance" / "gosession.sqlite3"
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    make({})  # an existing private database is accepted on the next start
+
+
+def test_configured_sqlite_file_is_created_0600(make, backend_sql_sqlite, tmp_path):
+    prov = make(backend_sql_sqlite)
+    prov.session_init(new_key(), rec(prov.clock(), a=1))
+    assert stat.S_IMODE(os.lstat(tmp_path / "sessions.sqlite3").st_mode) == 0o600
+
+
+def test_default_sqlite_in_a_world_writable_directory_is_refused(make, tmp_path):
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    os.chmod(instance, 0o777)
+    with pytest.raises(ConfigError) as info:
+        make({})
+    message = str(info.value)
+    assert str(instance) in message and "world-writable" in message
+    assert f"chmod o-w {instance}" in message
+
+
+@pytest.mark.parametrize("problem", ["other-owner", "group-writable", "symlink"])
+def test_precreated_default_sqlite_file_is_refused(make, tmp_path, problem):
+    instance = tmp_path / "instance"
+    instance.mkdir(mode=0o755)
+    path = instance / "gosession.sqlite3"
+    if problem == "symlink":
+        (tmp_path / "elsewhere.sqlite3").write_bytes(b"")
+        path.symlink_to(tmp_path / "elsewhere.sqlite3")
+    else:
+        path.write_bytes(b"")
+        if problem == "group-writable":
+            os.chmod(path, 0o664)
+        else:
+            if os.geteuid() != 0:
+                pytest.skip("chown to another uid needs root")
+            os.chmod(path, 0o600)
+            os.chown(path, 65534, 65534)
+    with pytest.raises(ConfigError) as info:
+        make({})
+    message = str(info.value)
+    assert str(path) in message and "Fix:" in message
+
+
+# -- the size limit -----------------------------------------------------------------------------
+
+
+def test_oversized_record_is_refused_and_nothing_changes(make, sql_config):
+    prov = make(sql_config, GOSESSION_MAX_RECORD_SIZE=4096)
+    key, now = new_key(), prov.clock()
+    with pytest.raises(RecordTooLarge) as info:
+        prov.session_init(key, rec(now, big="x" * 5000))
+    assert info.value.limit == 4096 and info.value.size > 5000 and info.value.label == key[:12]
+    assert prov.session_read(key, now) is None
+    prov.session_init(key, rec(now, a=1))
+    with pytest.raises(RecordTooLarge):
+        prov.session_update(key, Change(set={"big": "x" * 5000}, atime=now + 1))
+    # Rolled back: the row is as it was, and its lock is released.
+    got = prov.session_read(key, now)
+    assert got.data == {"a": 1} and got.atime == now
+    assert prov.session_update(key, Change(set={"b": 2}, atime=now)) is Outcome.APPLIED
+    assert prov.session_read(key, now).data == {"a": 1, "b": 2}
+
+
+@pytest.mark.parametrize("dialect, limit", [
+    ("sql_sqlite", 1_000_000_000), ("sql_postgresql", 2**30 - 1), ("sql_mariadb", 2**24 - 1),
+])
+def test_without_a_cap_the_column_limit_applies(request, make, dialect, limit):
+    prov = make(request.getfixturevalue(f"backend_{dialect}"), GOSESSION_MAX_RECORD_SIZE=None)
+    assert prov.max_record_size == limit
+    if dialect == "sql_mariadb":
+        # MEDIUMBLOB holds 16 MiB - 1; outside strict mode MariaDB would
+        # silently truncate a longer value, so it is refused first.
+        key, now = new_key(), prov.clock()
+        with pytest.raises(RecordTooLarge, match="data column"):
+            prov.session_init(key, rec(now, big="x" * 2**24))
+        assert prov.session_read(key, now) is None
+
+
+def test_the_cap_defaults_to_one_mib(make, backend_sql_sqlite):
+    assert make(backend_sql_sqlite).max_record_size == 1024 * 1024
 
 
 def test_shared_engine_is_reused_and_not_disposed(make, sql_config):

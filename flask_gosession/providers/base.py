@@ -28,19 +28,29 @@ Contract shared by every method:
   exception. Nothing else escapes, except
   :class:`~flask_gosession.errors.CorruptRecordError` from
   :meth:`session_read` (or :meth:`session_update`, which must decode to
-  merge) for a record that cannot be decoded; the manager then drops it.
+  merge) for a record that cannot be decoded; the manager then drops it;
+  and :class:`~flask_gosession.errors.RecordTooLarge` from
+  :meth:`session_init` and :meth:`session_update` for a record larger than
+  the store accepts (:attr:`Provider.max_record_size`), raised before
+  anything is written, so the stored record stays as it was. A too-large
+  record is not an outage and is never a ``ProviderError``.
 * A record is never left half-written: every write either happens whole or
   not at all.
+* No message of an exception a provider raises carries a full key: keys
+  appear as their :func:`~flask_gosession.ids.label` (see :func:`redact`
+  for text that comes from a client library or the operating system).
 """
 from __future__ import annotations
 
 import abc
 import enum
+import re
 import time
 import typing as t
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError, CorruptRecordError
+from ..errors import ConfigError, CorruptRecordError, RecordTooLarge
+from ..ids import label
 from ..serializers import JSONSerializer, Serializer, get_serializer
 
 if t.TYPE_CHECKING:
@@ -76,6 +86,20 @@ class Binding:
 #: A well-formed key that no session can have (the SHA-256 of an id is
 #: never all zeros), read by :meth:`Provider.ping`.
 PROBE_KEY = "0" * 64
+
+#: A full store key inside other text (a path, a driver's message); also
+#: a longer hex run, which may be a key glued to a hex-ending prefix.
+_KEY_IN_TEXT = re.compile(r"[0-9a-f]{64,}")
+
+
+def redact(text: str) -> str:
+    """``text`` with every full store key in it cut down to its label.
+
+    For messages that come from outside (an ``OSError`` naming a record's
+    path, a database error quoting a row), before they go into an
+    exception, and so into the log.
+    """
+    return _KEY_IN_TEXT.sub(lambda match: label(match.group()) + "…", text)
 
 
 @dataclass(slots=True)
@@ -190,6 +214,14 @@ class Provider(abc.ABC):
     serializer: Serializer = JSONSerializer()
     #: The idle lifetime in seconds, for native TTLs. Set by the manager.
     max_lifetime: int = 3600
+    #: The largest record, in encoded bytes, that :meth:`session_init` and
+    #: :meth:`session_update` store; ``None`` for no limit. Built-in
+    #: providers set it from ``GOSESSION_MAX_RECORD_SIZE`` and their store's
+    #: own limit.
+    max_record_size: int | None = None
+    #: What sets :attr:`max_record_size`, named in :class:`RecordTooLarge`.
+    max_record_setting: str = "GOSESSION_MAX_RECORD_SIZE"
+
     #: What :meth:`bind` fixed, or ``None`` before the first app binds.
     binding: Binding | None = None
 
@@ -335,6 +367,24 @@ class Provider(abc.ABC):
         """Release connections and files. The default does nothing."""
 
     # -- helpers for blob-oriented providers -------------------------------
+
+    def check_size(self, key: str, size: int) -> None:
+        """Refuse a record of ``size`` bytes if it exceeds :attr:`max_record_size`.
+
+        :raises RecordTooLarge: naming the key's label, the size and the limit.
+        """
+        limit = self.max_record_size
+        if limit is not None and size > limit:
+            raise RecordTooLarge(key, size, limit, self.max_record_setting)
+
+    def pack_checked(self, key: str, record: Record) -> bytes:
+        """:meth:`pack`, then :meth:`check_size` on the blob.
+
+        :raises RecordTooLarge: if the blob is over :attr:`max_record_size`.
+        """
+        blob = self.pack(record)
+        self.check_size(key, len(blob))
+        return blob
 
     def pack(self, record: Record) -> bytes:
         """Encode a whole record as one blob."""

@@ -17,6 +17,24 @@ sessions is about 15 files per leaf). Shard directories are never removed,
 so a writer never races a cleaner for its directory; there are at most
 65,536 of them.
 
+Permissions. Whoever can write to the directory can plant a record, that
+is forge a session (``user: admin``). So the directory, ``locks/`` and
+every shard directory must be real directories (not symbolic links), owned
+by the process's effective user and not writable by its group or by
+others; :class:`FileProvider` checks them when it is built (at
+``init_app``) and refuses anything else with
+:class:`~flask_gosession.errors.ConfigError`, naming the path, the problem
+and the fix (``chmod 700 ...``, ``chown ...``). It creates every directory
+0700 and every file 0600, and a record file that another user owns reads
+as corrupt. Directories above ``GOSESSION_FILE_DIR`` are not checked: keep
+them out of reach of other users too (a world-writable parent needs the
+sticky bit, as ``/tmp`` has).
+
+Size. A record is at most ``GOSESSION_MAX_RECORD_SIZE`` bytes encoded
+(default 1 MiB; ``None`` for no limit, the default when built by hand);
+larger ones raise :class:`~flask_gosession.errors.RecordTooLarge` before
+any file is written. The store itself has no limit of its own.
+
 Each file holds the record encoded with :meth:`Provider.pack`. The record's
 ``atime`` lives in the file's **modification time**, not in the blob (the
 copy in the blob is ignored on read): touching a session, on every read or
@@ -51,11 +69,14 @@ import contextlib
 import os
 import re
 import secrets
+import shlex
+import stat
 import typing as t
 
-from ..errors import ConfigError, ProviderError
+from ..errors import ConfigError, CorruptRecordError, ProviderError
 from ._addresses import flag
-from .base import Change, Outcome, Provider, Record
+from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, positive_int, record_cap
+from .base import Change, Outcome, Provider, Record, redact
 
 try:
     import fcntl
@@ -90,8 +111,11 @@ def check_key(key: t.Any) -> str:
     :raises ValueError: for anything else, before any file is touched.
     """
     if not isinstance(key, str) or _KEY_RE.fullmatch(key) is None:
+        # The value itself is not shown: it may be a session id.
+        length = len(key) if isinstance(key, str) else "?"
         raise ValueError(
-            f"invalid session key {key!r}: expected a lowercase hex SHA-256 digest"
+            f"invalid session key ({type(key).__name__} of length {length}): "
+            "expected a lowercase hex SHA-256 digest"
         )
     return key
 
@@ -120,57 +144,132 @@ def _mkdir(path: str) -> None:
         pass
 
 
+def _is_shard(entry: os.DirEntry[str]) -> bool:
+    """A shard directory, or a link or directory posing as one (a stray
+    regular file of that name only makes writes to its shard fail)."""
+    return _SHARD_RE.fullmatch(entry.name) is not None and (
+        entry.is_symlink() or entry.is_dir(follow_symlinks=False)
+    )
+
+
+def check_private_dir(path: str) -> None:
+    """Refuse ``path`` unless it is a directory only this user can write.
+
+    Not a symbolic link (checked with :func:`os.lstat`, so a link is never
+    followed), owned by the effective user, and not writable by its group
+    or by others.
+    :raises ConfigError: naming the path, the problem and the fix.
+    """
+    quoted = shlex.quote(path)
+    try:
+        st = os.lstat(path)
+    except OSError as err:
+        raise ConfigError(f"GOSESSION_FILE_DIR: cannot inspect {path!r}: {err.strerror}") from err
+    if stat.S_ISLNK(st.st_mode):
+        raise ConfigError(
+            f"GOSESSION_FILE_DIR: {path!r} is a symbolic link, which whoever owns it "
+            "could point elsewhere; the session store does not follow links. "
+            "Set GOSESSION_FILE_DIR to the real directory."
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"GOSESSION_FILE_DIR: {path!r} is not a directory")
+    euid = os.geteuid()
+    if st.st_uid != euid:
+        raise ConfigError(
+            f"GOSESSION_FILE_DIR: {path!r} is owned by uid {st.st_uid}, not by this "
+            f"process's user (uid {euid}), so its owner could plant forged sessions. "
+            f"Fix: chown {euid} {quoted} && chmod 700 {quoted}, or use a directory "
+            "of your own."
+        )
+    writable = [who for who, bit in (("its group", stat.S_IWGRP), ("others", stat.S_IWOTH))
+                if st.st_mode & bit]
+    if writable:
+        raise ConfigError(
+            f"GOSESSION_FILE_DIR: {path!r} is writable by {' and '.join(writable)} "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}), so another local user could plant "
+            f"forged sessions. Fix: chmod 700 {quoted}"
+        )
+
+
 class FileProvider(Provider):
     """Sessions as files in one directory, safe for many processes.
 
     :param directory: where to keep the sessions; created (mode 0700) if
-        missing.
+        missing, and checked with its subdirectories (see the module docs).
     :param fsync: ``fsync`` every record and its directory before a write
         returns. Off by default: sessions are cheap to lose, and without it
         a power failure can at worst lose recent writes or leave an empty
         file, which reads as a corrupt record and becomes a fresh session.
-    :raises ConfigError: if the directory cannot be created, or on a
-        platform without :mod:`fcntl`.
+    :param max_record_size: the largest encoded record stored, in bytes;
+        ``None`` for no limit.
+    :raises ConfigError: if the directory cannot be created, is a symbolic
+        link, or it or a subdirectory is not owned by the effective user or
+        is writable by group or others; or on a platform without
+        :mod:`fcntl`.
     """
 
     #: Reads refresh the file's mtime with one ``utime`` call.
     touches_on_read = True
 
-    def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = False) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = False,
+                 max_record_size: int | None = None) -> None:
         if fcntl is None:  # pragma: no cover - Windows
             raise ConfigError("the 'file' session provider needs a POSIX system (fcntl)")
         #: Absolute path of the session directory.
         self.directory = os.path.abspath(os.fspath(directory))
         #: Whether writes are flushed to disk before they return.
         self.fsync = fsync
+        self.max_record_size = positive_int(max_record_size, MAX_RECORD_SIZE, optional=True)
         self._lock_dir = os.path.join(self.directory, "locks")
+        self._euid = os.geteuid()
         try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            if not os.path.lexists(self.directory):
+                os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            check_private_dir(self.directory)
             _mkdir(self._lock_dir)
         except OSError as err:
             raise ConfigError(
                 f"GOSESSION_FILE_DIR={self.directory!r} cannot be created: {err}"
             ) from err
+        self._check_subdirectories()
+
+    def _check_subdirectories(self) -> None:
+        """:func:`check_private_dir` on ``locks/`` and every shard directory.
+
+        One ``lstat`` per directory (at most 65,793), at startup only: the
+        directory itself is private from here on, so no other user can add
+        a shard later.
+        """
+        check_private_dir(self._lock_dir)
+        for top in _scandir(self.directory):
+            if _is_shard(top):
+                check_private_dir(top.path)
+                for leaf in _scandir(top.path):
+                    if _is_shard(leaf):
+                        check_private_dir(leaf.path)
 
     @classmethod
     def config_defaults(cls, app: Flask) -> dict[str, t.Any]:
         return {
             "GOSESSION_FILE_DIR": os.path.join(app.instance_path, "gosession"),
             "GOSESSION_FILE_FSYNC": False,
+            MAX_RECORD_SIZE: DEFAULT_MAX_RECORD_SIZE,
         }
 
     @classmethod
     def from_config(cls, app: Flask) -> FileProvider:
-        """Build from ``GOSESSION_FILE_DIR`` and ``GOSESSION_FILE_FSYNC``.
+        """Build from ``GOSESSION_FILE_DIR``, ``GOSESSION_FILE_FSYNC`` and
+        ``GOSESSION_MAX_RECORD_SIZE``.
 
-        :raises ConfigError: for a directory that is not a non-empty path or
-            cannot be created, or a non-boolean ``GOSESSION_FILE_FSYNC``.
+        :raises ConfigError: for a directory that is not a non-empty path,
+            cannot be created or is not private (see the module docs), a
+            non-boolean ``GOSESSION_FILE_FSYNC``, or a bad size.
         """
         directory = app.config["GOSESSION_FILE_DIR"]
         if not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory):
             raise ConfigError(f"GOSESSION_FILE_DIR must be a directory path, got {directory!r}")
         fsync = flag(app.config["GOSESSION_FILE_FSYNC"], "GOSESSION_FILE_FSYNC")
-        return cls(directory, fsync=fsync)
+        return cls(directory, fsync=fsync, max_record_size=record_cap(app.config))
 
     # -- paths and locks ----------------------------------------------------
 
@@ -202,6 +301,12 @@ class FileProvider(Provider):
         try:
             yield
         except OSError as err:
+            # The paths name the key: keep only its label, in the message and
+            # in the chained exception (a logged traceback shows it).
+            for attr in ("filename", "filename2"):
+                name = getattr(err, attr, None)
+                if isinstance(name, str):
+                    setattr(err, attr, redact(name))
             raise ProviderError(f"file session store: cannot {action}: {err}") from err
 
     # -- reading and writing one file ----------------------------------------
@@ -220,7 +325,11 @@ class FileProvider(Provider):
         except FileNotFoundError:
             return None
         with fh:
-            mtime_ns = os.fstat(fh.fileno()).st_mtime_ns
+            st = os.fstat(fh.fileno())
+            if st.st_uid != self._euid:
+                # Planted by another user: never trusted, dropped as corrupt.
+                raise CorruptRecordError("session file is owned by another user")
+            mtime_ns = st.st_mtime_ns
             blob = fh.read()
             if touch is not None and mtime_ns > _ns(touch - self.max_lifetime):
                 os.utime(fh.fileno(), ns=(_ns(touch), _ns(touch)))
@@ -263,13 +372,13 @@ class FileProvider(Provider):
 
     def session_init(self, key: str, record: Record) -> None:
         check_key(key)
-        blob = self.pack(record)
+        blob = self.pack_checked(key, record)
         with self._errors("store the session"), self._locked(key[:2]):
             self._write(key, blob, record.atime)
 
     def session_create(self, key: str, record: Record) -> bool:
         check_key(key)
-        blob = self.pack(record)
+        blob = self.pack_checked(key, record)
         with self._errors("create the session"), self._locked(key[:2]):
             if os.path.lexists(self.path_for(key)):
                 return False
@@ -289,7 +398,7 @@ class FileProvider(Provider):
                 return Outcome.MISSING
             outcome = self.merge(record, change)
             if outcome is Outcome.APPLIED:
-                self._write(key, self.pack(record), record.atime)
+                self._write(key, self.pack_checked(key, record), record.atime)
             return outcome
 
     def session_touch(self, key: str, atime: float) -> None:

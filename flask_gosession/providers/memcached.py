@@ -24,6 +24,22 @@ Round trips and atomicity
   Without contention that is two round trips. A record that vanished is
   never written again (no resurrection after a logout).
 
+Size
+----
+
+memcached refuses an item larger than its ``-I`` option (1 MiB by
+default), and on refusing a ``set`` or ``cas`` it also **drops the item it
+held**, so the session would be lost. The provider therefore checks every
+blob before sending it: at most ``GOSESSION_MEMCACHED_MAX_ITEM_SIZE`` (set
+it to the servers' ``-I``; default 1 MiB) minus the key and
+:data:`ITEM_OVERHEAD` bytes of the server's item header, and at most
+``GOSESSION_MAX_RECORD_SIZE`` (default 1 MiB; ``None`` for no cap beyond
+the item size). A larger record raises
+:class:`~flask_gosession.errors.RecordTooLarge` and nothing is sent. If the
+server refuses an item all the same (``SERVER_ERROR object too large for
+cache``: its ``-I`` is lower than the setting), that is
+:class:`~flask_gosession.errors.RecordTooLarge` too, never an outage.
+
 Servers and failures
 --------------------
 
@@ -49,9 +65,10 @@ import sys
 import time
 import typing as t
 
-from ..errors import ConfigError, CorruptRecordError, ProviderError
+from ..errors import ConfigError, CorruptRecordError, ProviderError, RecordTooLarge
 from ._addresses import flag, parse_address_list, positive_seconds
-from .base import Change, Outcome, Provider, Record
+from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, lowest, positive_int, record_cap
+from .base import Change, Outcome, Provider, Record, redact
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -60,6 +77,13 @@ if t.TYPE_CHECKING:
 _MAX_RELATIVE_EXPIRY = 30 * 24 * 3600
 #: memcached's key length limit; our keys are 64 characters plus the prefix.
 _MAX_KEY_LENGTH = 250
+#: The config key of the servers' item size limit (their ``-I`` option).
+MAX_ITEM_SIZE = "GOSESSION_MEMCACHED_MAX_ITEM_SIZE"
+#: memcached's default ``-I``: 1 MiB.
+DEFAULT_MAX_ITEM_SIZE = 1024 * 1024
+#: Bytes of an item that are not the key or the value: the item header, the
+#: CAS id, flags and line ends (59 on memcached 1.6, 64-bit), with margin.
+ITEM_OVERHEAD = 96
 
 
 class MemcachedProvider(Provider):
@@ -71,6 +95,9 @@ class MemcachedProvider(Provider):
     :param key_prefix: prepended to every key.
     :param allow_flush: let :meth:`session_clear` run ``flush_all`` on the
         servers (which empties them of *everything*, not just sessions).
+    :param max_item_size: the servers' item size limit (``-I``), in bytes.
+    :param max_record_size: the application's cap on one blob, in bytes, or
+        ``None``; the item size limit applies as well (see the module docs).
 
     Use :meth:`from_config` rather than building one by hand.
     """
@@ -83,11 +110,20 @@ class MemcachedProvider(Provider):
     cas_attempts: int = 50
 
     def __init__(
-        self, client: t.Any, key_prefix: str = "gosession:", *, allow_flush: bool = False
+        self, client: t.Any, key_prefix: str = "gosession:", *, allow_flush: bool = False,
+        max_item_size: int = DEFAULT_MAX_ITEM_SIZE, max_record_size: int | None = None,
     ) -> None:
         exceptions = _import_pymemcache().exceptions
         #: Prepended to every memcached key.
         self.key_prefix = key_prefix
+        item = positive_int(max_item_size, MAX_ITEM_SIZE, minimum=1024)
+        cap = positive_int(max_record_size, MAX_RECORD_SIZE, optional=True)
+        #: The largest blob that fits in an item next to our key.
+        self.item_limit = t.cast(int, item) - len(key_prefix) - 64 - ITEM_OVERHEAD
+        self.max_record_size = lowest(cap, self.item_limit)
+        if cap is None or self.item_limit < cap:
+            self.max_record_setting = f"{MAX_ITEM_SIZE} = {item}"
+        self._server_error = exceptions.MemcacheServerError
         #: Whether :meth:`session_clear` may flush the servers.
         self.allow_flush = allow_flush
         self._client = client
@@ -107,6 +143,8 @@ class MemcachedProvider(Provider):
             "GOSESSION_MEMCACHED_TIMEOUT": 2.0,
             "GOSESSION_MEMCACHED_ALLOW_FLUSH": False,
             "GOSESSION_KEY_PREFIX": "gosession:",
+            MAX_ITEM_SIZE: DEFAULT_MAX_ITEM_SIZE,
+            MAX_RECORD_SIZE: DEFAULT_MAX_RECORD_SIZE,
         }
 
     @classmethod
@@ -128,6 +166,8 @@ class MemcachedProvider(Provider):
         allow_flush = flag(
             config["GOSESSION_MEMCACHED_ALLOW_FLUSH"], "GOSESSION_MEMCACHED_ALLOW_FLUSH"
         )
+        max_item_size = positive_int(config[MAX_ITEM_SIZE], MAX_ITEM_SIZE, minimum=1024)
+        max_record_size = record_cap(config)
         prefix = config["GOSESSION_KEY_PREFIX"]
         if (
             not isinstance(prefix, str)
@@ -166,7 +206,8 @@ class MemcachedProvider(Provider):
                 dead_timeout=1,
                 **options,
             )
-        return cls(client, prefix, allow_flush=allow_flush)
+        return cls(client, prefix, allow_flush=allow_flush,
+                   max_item_size=t.cast(int, max_item_size), max_record_size=max_record_size)
 
     # -- plumbing -----------------------------------------------------------
 
@@ -190,7 +231,7 @@ class MemcachedProvider(Provider):
             except self._stale:
                 return func(*args, **kwargs)
         except self._errors as err:
-            raise ProviderError(f"memcached {method} failed: {err!r}") from err
+            raise ProviderError(f"memcached {method} failed: {redact(repr(err))}") from err
 
     def _expire(self) -> int:
         """The native TTL for a write now, in memcached's convention."""
@@ -201,6 +242,28 @@ class MemcachedProvider(Provider):
             return int(time.time()) + lifetime
         return lifetime
 
+    def _write(self, method: str, key: str, blob: bytes, *args: t.Any, check: bool = True,
+               **kwargs: t.Any) -> t.Any:
+        """``set`` or ``cas`` one blob, refusing it first if it is too large.
+
+        :param check: check the blob against :attr:`max_record_size` first.
+        :raises RecordTooLarge: for a blob over :attr:`max_record_size`, or
+            one the server refuses as too large for its items.
+        :raises ProviderError: as :meth:`_call`.
+        """
+        if check:
+            self.check_size(key, len(blob))
+        try:
+            return self._call(method, self._store_key(key), blob, *args, expire=self._expire(), **kwargs)
+        except ProviderError as err:
+            cause = err.__cause__
+            if isinstance(cause, self._server_error) and "too large" in str(cause):
+                raise RecordTooLarge(
+                    key, len(blob), self.item_limit, "the memcached server's -I, "
+                    f"lower than {MAX_ITEM_SIZE}"
+                ) from cause
+            raise
+
     @staticmethod
     def _backoff(attempt: int) -> None:
         """Sleep a little, with jitter, before trying a lost CAS race again."""
@@ -209,14 +272,13 @@ class MemcachedProvider(Provider):
     # -- the provider contract ---------------------------------------------
 
     def session_init(self, key: str, record: Record) -> None:
-        stored = self._call("set", self._store_key(key), self.pack(record), expire=self._expire())
+        stored = self._write("set", key, self.pack(record))
         if not stored:
             raise ProviderError("memcached did not store the session")
 
     def session_create(self, key: str, record: Record) -> bool:
         """memcached's ``add``: stores only if the key holds nothing."""
-        return bool(self._call("add", self._store_key(key), self.pack(record),
-                               expire=self._expire(), noreply=False))
+        return bool(self._write("add", key, self.pack(record), noreply=False))
 
     def session_read(self, key: str, now: float) -> Record | None:
         blob = self._call("get", self._store_key(key))
@@ -239,7 +301,7 @@ class MemcachedProvider(Provider):
             outcome = self.merge(record, change)
             if outcome is not Outcome.APPLIED:
                 return outcome
-            stored = self._call("cas", store_key, self.pack(record), token, expire=self._expire())
+            stored = self._write("cas", key, self.pack(record), token)
             if stored:
                 return Outcome.APPLIED
             if stored is None:  # deleted since the gets: never bring it back
@@ -255,7 +317,10 @@ class MemcachedProvider(Provider):
         A missing record stays missing. An undecodable one is left for
         :meth:`session_read` to report. If every CAS race is lost, the
         touch is dropped: the writers that won it refreshed ``atime``
-        themselves.
+        themselves. The blob is already stored, so the size cap is not
+        applied again (a lowered ``GOSESSION_MAX_RECORD_SIZE`` does not
+        make reading an older session fail); if the server refuses it,
+        it has dropped the item and the session is simply gone.
         """
         store_key = self._store_key(key)
         for attempt in range(self.cas_attempts):
@@ -267,7 +332,10 @@ class MemcachedProvider(Provider):
             except CorruptRecordError:
                 return
             record.atime = atime
-            stored = self._call("cas", store_key, self.pack(record), token, expire=self._expire())
+            try:
+                stored = self._write("cas", key, self.pack(record), token, check=False)
+            except RecordTooLarge:
+                return
             if stored or stored is None:
                 return
             self._backoff(attempt)
@@ -307,7 +375,7 @@ class MemcachedProvider(Provider):
             try:
                 client.flush_all(noreply=False)
             except self._errors as err:
-                raise ProviderError(f"memcached flush_all failed: {err!r}") from err
+                raise ProviderError(f"memcached flush_all failed: {redact(repr(err))}") from err
         return -1
 
     def close(self) -> None:

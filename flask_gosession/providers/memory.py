@@ -7,18 +7,40 @@ that is the most common silent failure (under ``gunicorn -w 4`` logins
 itself in a process forked from the one that built it logs a WARNING once
 in that process. The check runs at fork time (:func:`os.register_at_fork`),
 so requests pay nothing for it.
+
+Limits. The store holds at most ``GOSESSION_MEMORY_MAX_SESSIONS`` records
+(default 100,000; ``None`` for no limit): anonymous traffic creates a
+session per client that stores anything, and without a bound it could fill
+the process's memory. Past the bound, each new session evicts the least
+recently used one (O(1) per insert), and the ``flask_gosession`` logger
+warns at most once a minute. One record is at most
+``GOSESSION_MAX_RECORD_SIZE`` bytes encoded (default 1 MiB; ``None`` for no
+limit): larger ones raise :class:`~flask_gosession.errors.RecordTooLarge`.
 """
 from __future__ import annotations
 
 import logging
 import os
 import threading
+import time
+import typing as t
 import weakref
 from collections import OrderedDict
 
+from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, positive_int, record_cap
 from .base import Change, Outcome, Provider, Record
 
+if t.TYPE_CHECKING:
+    from flask import Flask
+
 log = logging.getLogger("flask_gosession")
+
+#: The config key bounding how many sessions the store holds.
+MAX_SESSIONS = "GOSESSION_MEMORY_MAX_SESSIONS"
+#: Its default.
+DEFAULT_MAX_SESSIONS = 100_000
+#: The least number of seconds between two eviction warnings.
+EVICTION_WARNING_INTERVAL = 60.0
 
 #: Every live memory store, for the after-fork check.
 _stores: weakref.WeakSet[MemoryProvider] = weakref.WeakSet()
@@ -54,20 +76,48 @@ class MemoryProvider(Provider):
     shares an object with a live request: every read decodes a fresh copy.
     The dict is ordered by access time (every touch moves the entry to the
     end), so garbage collection pops expired entries from the front and
-    costs O(expired), not O(sessions). Keys are kept as 32-byte digests to
+    costs O(expired), not O(sessions), and eviction pops the least recently
+    used entry from the front in O(1). Keys are kept as 32-byte digests to
     halve their memory.
+
+    :param max_sessions: the most records held (default 100,000); past it,
+        each new record evicts the least recently used one. ``None`` for no
+        limit.
+    :param max_record_size: the largest encoded record stored, in bytes;
+        ``None`` (the default when built by hand) for no limit.
     """
 
     touches_on_read = True
     process_local = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_sessions: int | None = DEFAULT_MAX_SESSIONS,
+                 max_record_size: int | None = None) -> None:
         #: digest -> (atime, blob), least recently accessed first.
         self._entries: OrderedDict[bytes, tuple[float, bytes]] = OrderedDict()
         self._lock = threading.Lock()
+        #: The most records held, or ``None``.
+        self.max_sessions = positive_int(max_sessions, MAX_SESSIONS, optional=True)
+        self.max_record_size = positive_int(max_record_size, MAX_RECORD_SIZE, optional=True)
+        #: Time source for rate-limiting the eviction warning.
+        self.monotonic: t.Callable[[], float] = time.monotonic
+        self._evicted = 0  # since the last warning
+        self._warned_at: float | None = None
         #: The process that built the store, and the last one warned in.
         self._pid = self._warned_pid = os.getpid()
         _watch_forks(self)
+
+    @classmethod
+    def config_defaults(cls, app: Flask) -> dict[str, t.Any]:
+        return {MAX_SESSIONS: DEFAULT_MAX_SESSIONS, MAX_RECORD_SIZE: DEFAULT_MAX_RECORD_SIZE}
+
+    @classmethod
+    def from_config(cls, app: Flask) -> MemoryProvider:
+        """Build from ``GOSESSION_MEMORY_MAX_SESSIONS`` and ``GOSESSION_MAX_RECORD_SIZE``.
+
+        :raises ConfigError: for a value that is not a positive integer or
+            ``None``.
+        """
+        return cls(max_sessions=app.config[MAX_SESSIONS], max_record_size=record_cap(app.config))
 
     def check_process(self) -> bool:
         """Log one WARNING per process if this is not the process that
@@ -91,20 +141,45 @@ class MemoryProvider(Provider):
         return False
 
     def session_init(self, key: str, record: Record) -> None:
-        blob = self.pack(record)
-        digest = bytes.fromhex(key)
-        with self._lock:
-            self._entries[digest] = (record.atime, blob)
-            self._entries.move_to_end(digest)
+        self._insert(key, record, replace=True)
 
     def session_create(self, key: str, record: Record) -> bool:
-        blob = self.pack(record)
+        return self._insert(key, record, replace=False)
+
+    def _insert(self, key: str, record: Record, *, replace: bool) -> bool:
+        """Store ``record`` (only if absent unless ``replace``), evicting the
+        least recently used records past :attr:`max_sessions`."""
+        blob = self.pack_checked(key, record)
         digest = bytes.fromhex(key)
+        entries = self._entries
+        evicted = 0
         with self._lock:
-            if digest in self._entries:
+            if not replace and digest in entries:
                 return False
-            self._entries[digest] = (record.atime, blob)
+            entries[digest] = (record.atime, blob)
+            entries.move_to_end(digest)
+            limit = self.max_sessions
+            if limit is not None:
+                while len(entries) > limit:
+                    entries.popitem(last=False)
+                    evicted += 1
+        if evicted:
+            self._evicted_some(evicted)
         return True
+
+    def _evicted_some(self, count: int) -> None:
+        """Count evictions; warn at most once per :data:`EVICTION_WARNING_INTERVAL`."""
+        now = self.monotonic()
+        with self._lock:
+            self._evicted += count
+            if self._warned_at is not None and now - self._warned_at < EVICTION_WARNING_INTERVAL:
+                return
+            count, self._evicted, self._warned_at = self._evicted, 0, now
+        log.warning(
+            "memory session store full: evicted %d least recently used session(s) "
+            "to stay within %s = %d; raise it, or use a shared store",
+            count, MAX_SESSIONS, self.max_sessions,
+        )
 
     def session_read(self, key: str, now: float) -> Record | None:
         digest = bytes.fromhex(key)
@@ -127,7 +202,7 @@ class MemoryProvider(Provider):
             record = self.unpack(entry[1])
             outcome = self.merge(record, change)
             if outcome is Outcome.APPLIED:
-                self._entries[digest] = (record.atime, self.pack(record))
+                self._entries[digest] = (record.atime, self.pack_checked(key, record))
                 self._entries.move_to_end(digest)
             return outcome
 

@@ -11,7 +11,11 @@ Each record lives in one Redis *hash* at ``GOSESSION_KEY_PREFIX + key``:
 ``m:<meta key>``
     one field per internal meta field, encoded the same way;
 ``a``
-    the last access time, as the decimal text of a float.
+    the last access time, as the decimal text of a float;
+``s``
+    the record's size: the bytes of every ``d:`` and ``m:`` field's name
+    and value, kept up to date by the write scripts (a hash written before
+    this field existed gets it on its next update).
 
 Fields other than these are ignored on read, so a later version can add
 some. Because values are stored per key, an update only sends and writes
@@ -21,6 +25,18 @@ each other, with no read-modify-write cycle on the client.
 The hash carries a native TTL of :attr:`~Provider.max_lifetime` seconds,
 renewed by every write, read and touch, so Redis drops idle sessions itself
 and :meth:`RedisProvider.session_gc` has nothing to do.
+
+Size
+----
+
+A record is at most ``GOSESSION_MAX_RECORD_SIZE`` bytes (the ``s`` field;
+default 1 MiB; ``None`` for no cap, the default when built by hand), and
+no value may exceed Redis's own limit of 512 MB (:data:`MAX_VALUE_SIZE`).
+A write over either raises :class:`~flask_gosession.errors.RecordTooLarge`
+and changes nothing: ``session_init`` knows the whole record and checks it
+before sending; ``session_update`` checks what it sends, and the update
+script checks the total against ``s`` before it writes, in the same atomic
+step, at the cost of one ``HSTRLEN`` per changed field.
 
 Round trips and atomicity
 -------------------------
@@ -76,10 +92,11 @@ import math
 import threading
 import typing as t
 
-from ..errors import ConfigError, CorruptRecordError, ProviderError
+from ..errors import ConfigError, CorruptRecordError, ProviderError, RecordTooLarge
 from ._addresses import flag, parse_address_list, positive_seconds
+from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, positive_int, record_cap
 from ._redis_lane import CommandLane
-from .base import DEAD_FIELD, FORWARD_FIELD, Change, Outcome, Provider, Record
+from .base import DEAD_FIELD, FORWARD_FIELD, Change, Outcome, Provider, Record, redact
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -89,6 +106,11 @@ if t.TYPE_CHECKING:
 
 #: Hash field holding the access time.
 ATIME_FIELD = "a"
+#: Hash field holding the record's size in bytes (names and values of the
+#: data and meta fields).
+SIZE_FIELD = "s"
+#: Redis's limit on one value (``proto-max-bulk-len``'s default), in bytes.
+MAX_VALUE_SIZE = 512 * 1024 * 1024
 #: Prefix of the hash fields holding user keys.
 DATA_PREFIX = "d:"
 #: Prefix of the hash fields holding meta fields.
@@ -108,7 +130,7 @@ end
 """
 
 #: KEYS[1] = store key; ARGV[1] = TTL in seconds; ARGV[2..] = field/value
-#: pairs, ``a`` included.
+#: pairs, ``a`` and ``s`` included.
 INIT_SCRIPT = _CHUNKED + """
 redis.call('DEL', KEYS[1])
 chunked('HSET', KEYS[1], 2, #ARGV, 2000)
@@ -125,33 +147,61 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
-#: KEYS[1] = store key; ARGV[1] = TTL in seconds; ARGV[2] = e, the number
-#: of expected meta fields; ARGV[3 .. 2+2e] = field/value pairs that must
-#: hold (an empty value: the field must be absent); ARGV[3+2e] = n, the
-#: number of fields to delete; then those fields; then field/value pairs to
-#: set, ``a`` included. A tombstone reads as missing; a record carrying the
-#: forward field is left alone, even by a change that sets that field (the
-#: first rotation wins). Every check runs before anything is written, so
-#: the script never fails half-way.
+#: KEYS[1] = store key; ARGV[1] = TTL in seconds; ARGV[2] = the size limit
+#: in bytes (0 for none); ARGV[3] = e, the number of expected meta fields;
+#: ARGV[4 .. 3+2e] = field/value pairs that must hold (an empty value: the
+#: field must be absent); ARGV[4+2e] = n, the number of fields to delete;
+#: then those fields; then field/value pairs to set, ``a`` included. A
+#: tombstone reads as missing; a record carrying the forward field is left
+#: alone, even by a change that sets that field (the first rotation wins).
+#: The type, the expectations and the size (the ``s`` field, computed once
+#: for a hash that lacks it) are checked before anything is written, so the
+#: script never fails half-way; a failed expectation gives 5, a record that
+#: would grow past the limit gives ``{4, size}``.
 UPDATE_SCRIPT = _CHUNKED + """
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind == 'none' then return 0 end
 if kind ~= 'hash' then return 3 end
 if redis.call('HEXISTS', KEYS[1], 'm:%(dead)s') == 1 then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'm:%(forward)s') == 1 then return 2 end
-local nexp = tonumber(ARGV[2])
-for i = 3, 2 + 2 * nexp, 2 do
+local limit = tonumber(ARGV[2])
+local nexp = tonumber(ARGV[3])
+for i = 4, 3 + 2 * nexp, 2 do
   local have = redis.call('HGET', KEYS[1], ARGV[i])
   if have == false then have = '' end
-  if have ~= ARGV[i + 1] then return 4 end
+  if have ~= ARGV[i + 1] then return 5 end
 end
-local at = 3 + 2 * nexp
+local at = 4 + 2 * nexp
 local ndel = tonumber(ARGV[at])
+local size = tonumber(redis.call('HGET', KEYS[1], '%(size)s'))
+if not size then
+  size = 0
+  for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+    local family = string.sub(name, 1, 2)
+    if family == 'd:' or family == 'm:' then
+      size = size + #name + redis.call('HSTRLEN', KEYS[1], name)
+    end
+  end
+end
+for i = at + 1, at + ndel do
+  local old = redis.call('HSTRLEN', KEYS[1], ARGV[i])
+  if old > 0 then size = size - #ARGV[i] - old end
+end
+for i = at + 1 + ndel, #ARGV - 1, 2 do
+  local name = ARGV[i]
+  if name ~= '%(atime)s' then
+    local old = redis.call('HSTRLEN', KEYS[1], name)
+    if old > 0 then size = size - #name - old end
+    size = size + #name + #ARGV[i + 1]
+  end
+end
+if limit > 0 and size > limit then return {4, size} end
 chunked('HDEL', KEYS[1], at + 1, at + ndel, 1000)
 chunked('HSET', KEYS[1], at + 1 + ndel, #ARGV, 2000)
+redis.call('HSET', KEYS[1], '%(size)s', string.format('%%d', size))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
-""" % {"forward": FORWARD_FIELD, "dead": DEAD_FIELD}
+""" % {"forward": FORWARD_FIELD, "dead": DEAD_FIELD, "size": SIZE_FIELD, "atime": ATIME_FIELD}
 
 #: KEYS[1] = store key; ARGV[1] = atime; ARGV[2] = TTL in seconds. Only a
 #: stored hash is touched: a missing record stays missing.
@@ -163,9 +213,10 @@ return 1
 """
 
 _UPDATE_OUTCOMES = {
-    0: Outcome.MISSING, 1: Outcome.APPLIED, 2: Outcome.FORWARDED, 4: Outcome.CONFLICT,
+    0: Outcome.MISSING, 1: Outcome.APPLIED, 2: Outcome.FORWARDED, 5: Outcome.CONFLICT,
 }
 _WRONG_TYPE = 3
+_TOO_LARGE = 4
 
 #: How many keys :meth:`RedisProvider.session_clear` deletes per command,
 #: and the ``COUNT`` hint for ``SCAN``.
@@ -187,6 +238,8 @@ class RedisProvider(Provider):
         command machinery (for a standalone :class:`redis.Redis` the
         provider built itself; administration commands always use the
         client).
+    :param max_record_size: the largest record, in bytes (see the module
+        docs); ``None`` for no cap beyond Redis's 512 MB per value.
 
     Use :meth:`from_config` rather than building one by hand.
     """
@@ -201,10 +254,12 @@ class RedisProvider(Provider):
         *,
         owns_client: bool = True,
         fast_lane: bool = False,
+        max_record_size: int | None = None,
     ) -> None:
         _import_redis()  # fail here, not at the first request
         #: Prepended to every key in Redis.
         self.key_prefix = key_prefix
+        self.max_record_size = positive_int(max_record_size, MAX_RECORD_SIZE, optional=True)
         self._factory = client
         self._owns_client = owns_client
         self._client: t.Any = None
@@ -229,6 +284,7 @@ class RedisProvider(Provider):
             "GOSESSION_REDIS_CLUSTER": False,
             "GOSESSION_REDIS_SENTINELS": None,
             "GOSESSION_REDIS_SENTINEL_MASTER": None,
+            MAX_RECORD_SIZE: DEFAULT_MAX_RECORD_SIZE,
         }
 
     @classmethod
@@ -246,6 +302,7 @@ class RedisProvider(Provider):
             raise ConfigError(
                 f"GOSESSION_KEY_PREFIX must be a non-empty string, got {prefix!r}"
             )
+        limit = record_cap(config)
 
         client = config["GOSESSION_REDIS"]
         if client is not None:
@@ -260,7 +317,7 @@ class RedisProvider(Provider):
                     "GOSESSION_REDIS must be built without decode_responses=True "
                     f"(got {client!r})"
                 )
-            return cls(lambda: client, prefix, owns_client=False)
+            return cls(lambda: client, prefix, owns_client=False, max_record_size=limit)
 
         timeout = positive_seconds(config["GOSESSION_REDIS_TIMEOUT"], "GOSESSION_REDIS_TIMEOUT")
         url = config["GOSESSION_REDIS_URL"]
@@ -294,15 +351,18 @@ class RedisProvider(Provider):
             "retry": _retry_policy(),
         }
         if sentinels is not None:
-            return cls(_sentinel_factory(sentinels, master, url_kwargs, common), prefix)
+            return cls(_sentinel_factory(sentinels, master, url_kwargs, common), prefix,
+                       max_record_size=limit)
         if cluster:
             if not url.startswith(("redis://", "rediss://")):
                 raise ConfigError(
                     f"GOSESSION_REDIS_URL={url!r}: a cluster needs a redis:// or rediss:// URL"
                 )
-            return cls(lambda: redis.cluster.RedisCluster.from_url(url, **common), prefix)
+            return cls(lambda: redis.cluster.RedisCluster.from_url(url, **common), prefix,
+                       max_record_size=limit)
         # A standalone server: the per-session commands take the fast lane.
-        return cls(lambda: redis.Redis.from_url(url, **common), prefix, fast_lane=True)
+        return cls(lambda: redis.Redis.from_url(url, **common), prefix, fast_lane=True,
+                   max_record_size=limit)
 
     # -- plumbing -----------------------------------------------------------
 
@@ -321,7 +381,7 @@ class RedisProvider(Provider):
                     try:
                         client = self._factory()
                     except self._errors as err:
-                        raise ProviderError(f"cannot connect to Redis: {err}") from err
+                        raise ProviderError(f"cannot connect to Redis: {redact(str(err))}") from err
                     for name, source in (
                         ("init", INIT_SCRIPT),
                         ("create", CREATE_SCRIPT),
@@ -370,31 +430,47 @@ class RedisProvider(Provider):
     def _error(operation: str, err: BaseException) -> Exception:
         """Our exception for a client error: a key of the wrong type is a
         corrupt record, anything else a failing store."""
-        if "WRONGTYPE" in str(err):
-            return CorruptRecordError(f"the Redis key for this session is not a hash: {err}")
-        return ProviderError(f"Redis {operation} failed: {err}")
+        text = redact(str(err))
+        if "WRONGTYPE" in text:
+            return CorruptRecordError(f"the Redis key for this session is not a hash: {text}")
+        return ProviderError(f"Redis {operation} failed: {text}")
 
     def _ttl(self) -> int:
         return max(1, math.ceil(self.max_lifetime))
 
     # -- the provider contract ---------------------------------------------
 
-    def _record_args(self, record: Record) -> list[t.Any]:
+    def _fields(self, key: str, pairs: list[t.Any]) -> int:
+        """The bytes of ``pairs`` (names and values), checking each value
+        against :data:`MAX_VALUE_SIZE` and the total against the cap.
+
+        :raises RecordTooLarge: for a value or a total over its limit.
+        """
+        size = 0
+        for i in range(0, len(pairs), 2):
+            value = len(pairs[i + 1])
+            if value > MAX_VALUE_SIZE:
+                raise RecordTooLarge(key, value, MAX_VALUE_SIZE, "Redis's limit on one value")
+            size += len(pairs[i].encode()) + value
+        self.check_size(key, size)
+        return size
+
+    def _record_args(self, key: str, record: Record) -> list[t.Any]:
         dumps = self.serializer.dumps
-        args: list[t.Any] = [self._ttl()]
+        pairs: list[t.Any] = []
         for name, value in record.data.items():
-            args += (DATA_PREFIX + name, dumps(value))
+            pairs += (DATA_PREFIX + name, dumps(value))
         for name, value in record.meta.items():
             if value is not None:
-                args += (META_PREFIX + name, dumps(value))
-        args += (ATIME_FIELD, repr(float(record.atime)))
-        return args
+                pairs += (META_PREFIX + name, dumps(value))
+        size = self._fields(key, pairs)
+        return [self._ttl(), *pairs, ATIME_FIELD, repr(float(record.atime)), SIZE_FIELD, str(size)]
 
     def session_init(self, key: str, record: Record) -> None:
-        self._run("init", key, self._record_args(record))
+        self._run("init", key, self._record_args(key, record))
 
     def session_create(self, key: str, record: Record) -> bool:
-        return int(self._run("create", key, self._record_args(record))) == 1
+        return int(self._run("create", key, self._record_args(key, record))) == 1
 
     def session_read(self, key: str, now: float) -> Record | None:
         try:
@@ -416,13 +492,17 @@ class RedisProvider(Provider):
                 deleted.append(META_PREFIX + name)
             else:
                 pairs += (META_PREFIX + name, dumps(value))
+        self._fields(key, pairs)  # what is sent already too large: not sent
         pairs += (ATIME_FIELD, repr(float(change.atime)))
         expected: list[t.Any] = []
         for name, value in change.expect.items():
             expected += (META_PREFIX + name, b"" if value is None else dumps(value))
+        limit = self.max_record_size or 0
         result = self._run("update", key, [
-            self._ttl(), len(change.expect), *expected, len(deleted), *deleted, *pairs,
+            self._ttl(), limit, len(change.expect), *expected, len(deleted), *deleted, *pairs,
         ])
+        if isinstance(result, list) and result and int(result[0]) == _TOO_LARGE:
+            raise RecordTooLarge(key, int(result[1]), limit, self.max_record_setting)
         if result == _WRONG_TYPE:
             raise CorruptRecordError("the Redis key for this session is not a hash")
         return _UPDATE_OUTCOMES[int(result)]
@@ -434,7 +514,7 @@ class RedisProvider(Provider):
         try:
             self._send("DEL", self.key_prefix + key)
         except self._errors as err:
-            raise ProviderError(f"Redis destroy failed: {err}") from err
+            raise ProviderError(f"Redis destroy failed: {redact(str(err))}") from err
 
     def session_gc(self, max_lifetime: int) -> int:
         """Nothing to do: Redis expires each hash by its TTL."""
@@ -456,7 +536,7 @@ class RedisProvider(Provider):
         try:
             return sum(1 for _ in self._scan())
         except self._errors as err:
-            raise ProviderError(f"Redis count failed: {err}") from err
+            raise ProviderError(f"Redis count failed: {redact(str(err))}") from err
 
     def session_clear(self) -> int:
         """Delete every key under the prefix, ``SCAN`` batch by batch.
@@ -477,7 +557,7 @@ class RedisProvider(Provider):
             if batch:
                 removed += client.unlink(*batch)
         except self._errors as err:
-            raise ProviderError(f"Redis clear failed: {err}") from err
+            raise ProviderError(f"Redis clear failed: {redact(str(err))}") from err
         return removed
 
     def close(self) -> None:

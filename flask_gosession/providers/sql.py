@@ -41,6 +41,27 @@ insert with a retry elsewhere), so concurrent inits of one key never raise
 an integrity error; and an update never inserts, so a missing row gives
 :attr:`~.Outcome.MISSING` and a concurrent destroy (or GC) always wins.
 
+Size. A record is at most the smaller of ``GOSESSION_MAX_RECORD_SIZE``
+(default 1 MiB; ``None`` for no cap, the default when built by hand) and
+what the ``data`` column of the table this provider creates holds on the
+dialect (:data:`COLUMN_LIMITS`: 16 MiB - 1 for MySQL/MariaDB's
+``MEDIUMBLOB``, 1 GB for PostgreSQL's ``bytea``, SQLite's default
+``SQLITE_MAX_LENGTH``; no column limit is assumed on other dialects).
+Larger records raise :class:`~flask_gosession.errors.RecordTooLarge`
+before anything is sent; this matters most on MySQL and MariaDB, which
+outside strict mode silently truncate an oversized value. A table created
+by your own migrations must hold as much (MySQL's plain ``BLOB`` stops at
+64 KiB), and a cap above 8 MiB on MySQL/MariaDB also needs a larger
+``max_allowed_packet``.
+
+Files. A SQLite database file this provider creates is created 0600 (its
+journal and WAL files inherit that mode), in a directory created 0700 if
+missing. For the default database (``instance_path/gosession.sqlite3``),
+:meth:`SQLProvider.from_config` also refuses a world-writable directory and
+an existing file that is a symbolic link, is owned by another user, or is
+writable by group or others: a local user who pre-created it could forge
+sessions.
+
 Failures. Every SQLAlchemy error becomes a :class:`ProviderError`. When a
 pooled connection turns out to be dead (the server restarted, or the
 connection was killed), SQLAlchemy invalidates the pool and the operation is
@@ -58,12 +79,15 @@ import hashlib
 import inspect
 import math
 import os
+import shlex
+import stat
 import threading
 import typing as t
 
 from ..errors import ConfigError, ProviderError
 from ._addresses import flag, positive_seconds
-from .base import Change, Outcome, Provider, Record
+from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, lowest, positive_int, record_cap
+from .base import Change, Outcome, Provider, Record, redact
 
 if t.TYPE_CHECKING:
     import sqlalchemy as sa
@@ -71,6 +95,16 @@ if t.TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection, Engine
 
 _T = t.TypeVar("_T")
+
+#: The most bytes the ``data`` column holds, per dialect name, in the table
+#: :func:`_make_table` creates: MySQL/MariaDB ``MEDIUMBLOB`` (2**24 - 1),
+#: PostgreSQL ``bytea`` (1 GB), SQLite's default ``SQLITE_MAX_LENGTH``.
+COLUMN_LIMITS: dict[str, int] = {
+    "mysql": 2**24 - 1,
+    "mariadb": 2**24 - 1,
+    "postgresql": 2**30 - 1,
+    "sqlite": 1_000_000_000,
+}
 
 #: How ``session_update`` opens its transaction on an autocommit connection,
 #: per dialect name. Owned engines of other dialects are not autocommit.
@@ -115,6 +149,9 @@ class SQLProvider(Provider):
     :param engine_options: extra keyword arguments for
         :func:`sqlalchemy.create_engine`; its ``connect_args`` are merged
         over the ones derived from ``timeout``.
+    :param max_record_size: the application's cap on one encoded record, in
+        bytes, or ``None``; the column's own limit (:data:`COLUMN_LIMITS`)
+        applies as well.
     :raises ConfigError: if SQLAlchemy is missing or an argument is invalid.
     """
 
@@ -131,6 +168,7 @@ class SQLProvider(Provider):
         create_table: bool = True,
         timeout: float = 5.0,
         engine_options: t.Mapping[str, t.Any] | None = None,
+        max_record_size: int | None = None,
     ) -> None:
         sa = _import_sqlalchemy()
         self._sa = sa
@@ -153,6 +191,11 @@ class SQLProvider(Provider):
         self._ready = False
         self._ready_lock = threading.Lock()
         self._dialect = dialect = self.engine.dialect.name
+        cap = positive_int(max_record_size, MAX_RECORD_SIZE, optional=True)
+        column = COLUMN_LIMITS.get(dialect)
+        self.max_record_size = lowest(cap, column)
+        if cap is None or (column is not None and column < cap):
+            self.max_record_setting = f"the data column's capacity on {dialect}"
         #: SQLite has one writer at a time and its lock-retry loop starves
         #: some writers under load; queueing this process's writes behind a
         #: lock keeps every wait short and fair (other processes still
@@ -169,12 +212,13 @@ class SQLProvider(Provider):
     @classmethod
     def config_defaults(cls, app: Flask) -> dict[str, t.Any]:
         return {
-            "GOSESSION_SQL_URL": "sqlite:///" + os.path.join(app.instance_path, "gosession.sqlite3"),
+            "GOSESSION_SQL_URL": "sqlite:///" + _default_sqlite_path(app),
             "GOSESSION_SQL_ENGINE": None,
             "GOSESSION_SQL_TABLE": "gosessions",
             "GOSESSION_SQL_CREATE_TABLE": True,
             "GOSESSION_SQL_TIMEOUT": 5,
             "GOSESSION_SQL_ENGINE_OPTIONS": {},
+            MAX_RECORD_SIZE: DEFAULT_MAX_RECORD_SIZE,
         }
 
     @classmethod
@@ -182,11 +226,13 @@ class SQLProvider(Provider):
         """Build from the ``GOSESSION_SQL_*`` settings.
 
         ``GOSESSION_SQL_ENGINE``, when set, wins over ``GOSESSION_SQL_URL``.
-        The directory of a SQLite database file is created if missing.
+        The directory of a SQLite database file is created (0700) if
+        missing, and the file itself (0600).
 
         :raises ConfigError: for a bad value, an in-memory SQLite database
-            (each pooled connection would see a different one), or a missing
-            SQLAlchemy.
+            (each pooled connection would see a different one), a missing
+            SQLAlchemy, or a default SQLite database that another user could
+            write (see the module docs).
         """
         config = app.config
         create = flag(config["GOSESSION_SQL_CREATE_TABLE"], "GOSESSION_SQL_CREATE_TABLE")
@@ -197,11 +243,16 @@ class SQLProvider(Provider):
             "table": config["GOSESSION_SQL_TABLE"],
             "create_table": create,
             "timeout": positive_seconds(config["GOSESSION_SQL_TIMEOUT"], "GOSESSION_SQL_TIMEOUT"),
+            "max_record_size": record_cap(config),
         }
         engine = config["GOSESSION_SQL_ENGINE"]
         if engine is not None:
             return cls(engine=engine, **common)
-        return cls(config["GOSESSION_SQL_URL"], engine_options=options, **common)
+        url = config["GOSESSION_SQL_URL"]
+        default = _default_sqlite_path(app)
+        if url == "sqlite:///" + default:
+            _check_default_sqlite(default)
+        return cls(url, engine_options=options, **common)
 
     # -- statements ------------------------------------------------------------
 
@@ -272,9 +323,13 @@ class SQLProvider(Provider):
                 # that cannot be reached at all is reported at once.
                 if attempt == 1 and connected and err.connection_invalidated:
                     continue
-                raise ProviderError(f"SQL session store: cannot {action}: {err.orig}") from err
+                # The driver's message, which may quote a row: keys cut down.
+                raise ProviderError(f"SQL session store: cannot {action}: {redact(str(err.orig))}") from err
             except exc.SQLAlchemyError as err:
-                raise ProviderError(f"SQL session store: cannot {action}: {err}") from err
+                # A statement error's own text lists the parameters (session
+                # data) unless the engine hides them: give only its cause.
+                reason = getattr(err, "orig", None) or err
+                raise ProviderError(f"SQL session store: cannot {action}: {redact(str(reason))}") from err
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.contextmanager
@@ -354,7 +409,7 @@ class SQLProvider(Provider):
     # -- the provider contract -----------------------------------------------------
 
     def session_init(self, key: str, record: Record) -> None:
-        params = {"k": key, "d": self.pack(record), "a": record.atime}
+        params = {"k": key, "d": self.pack_checked(key, record), "a": record.atime}
         if self._upsert is not None:
             self._run("store the session", lambda conn: conn.execute(self._upsert, params), write=True)
             return
@@ -368,7 +423,7 @@ class SQLProvider(Provider):
                     raise
 
     def session_create(self, key: str, record: Record) -> bool:
-        params = {"k": key, "d": self.pack(record), "a": record.atime}
+        params = {"k": key, "d": self.pack_checked(key, record), "a": record.atime}
         if self._insert_new is not None:
             rowcount = self._run(
                 "create the session",
@@ -410,7 +465,8 @@ class SQLProvider(Provider):
                 record.atime = float(row[1])
                 outcome = self.merge(record, change)
                 if outcome is Outcome.APPLIED:
-                    conn.execute(self._update, {"k": key, "d": self.pack(record), "a": record.atime})
+                    blob = self.pack_checked(key, record)  # raising rolls back
+                    conn.execute(self._update, {"k": key, "d": blob, "a": record.atime})
                 return outcome
 
         return self._run("update the session", merge, write=True)
@@ -502,11 +558,7 @@ def _create_engine(
                 "connections; give a file path"
             )
         if not database.startswith("file:"):
-            directory = os.path.dirname(os.path.abspath(database))
-            try:
-                os.makedirs(directory, exist_ok=True)
-            except OSError as err:
-                raise ConfigError(f"GOSESSION_SQL_URL: cannot create {directory!r}: {err}") from err
+            _create_private_file(os.path.abspath(database))
     extra_args = options.pop("connect_args", {})
     if not isinstance(extra_args, t.Mapping):
         raise ConfigError(f"GOSESSION_SQL_ENGINE_OPTIONS['connect_args'] must be a dict, got {extra_args!r}")
@@ -534,6 +586,73 @@ def _create_engine(
         raise ConfigError(
             f"GOSESSION_SQL_URL: the database driver for {backend}+{driver} is not installed: {err}"
         ) from err
+
+
+def _default_sqlite_path(app: Flask) -> str:
+    return os.path.join(app.instance_path, "gosession.sqlite3")
+
+
+def _create_private_file(path: str) -> None:
+    """Create the SQLite database file 0600 (its directory 0700) if missing.
+
+    SQLite would create it with the process's umask, usually 0644, and
+    gives its journal and WAL files the database file's mode.
+    :raises ConfigError: if either cannot be created.
+    """
+    directory = os.path.dirname(path)
+    try:
+        if not os.path.isdir(directory):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except FileExistsError:
+        return
+    except OSError as err:
+        raise ConfigError(f"GOSESSION_SQL_URL: cannot create {path!r}: {err.strerror}") from err
+    os.close(fd)
+
+
+def _check_default_sqlite(path: str) -> None:
+    """Refuse a default SQLite database another local user could write.
+
+    Its directory is created 0700 if missing and must not be world-writable
+    (anyone could then plant the file, or a hot journal next to it); an
+    existing file must be a regular file (no symbolic link), owned by the
+    effective user and not writable by group or others.
+    :raises ConfigError: naming the path, the problem and the fix.
+    """
+    directory = os.path.dirname(path)
+    _create_private_file(path)  # a no-op for an existing file
+    try:
+        dir_mode = os.stat(directory).st_mode
+        st = os.lstat(path)
+    except OSError as err:
+        raise ConfigError(f"GOSESSION_SQL_URL: cannot inspect {path!r}: {err.strerror}") from err
+    if dir_mode & stat.S_IWOTH:
+        raise ConfigError(
+            f"GOSESSION_SQL_URL: the directory {directory!r} of the default SQLite session "
+            f"database is world-writable (mode {stat.S_IMODE(dir_mode):04o}), so another local "
+            f"user could replace the database. Fix: chmod o-w {shlex.quote(directory)}, or set "
+            "GOSESSION_SQL_URL to a private location."
+        )
+    quoted = shlex.quote(path)
+    euid = os.geteuid()
+    problem = fix = ""
+    if stat.S_ISLNK(st.st_mode):
+        problem, fix = "is a symbolic link", f"replace it with the real file ({quoted})"
+    elif not stat.S_ISREG(st.st_mode):
+        problem, fix = "is not a regular file", f"remove {quoted}"
+    elif st.st_uid != euid:
+        problem = f"is owned by uid {st.st_uid}, not by this process's user (uid {euid})"
+        fix = f"chown {euid} {quoted} && chmod 600 {quoted}, or remove it if you did not create it"
+    elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+        fix = f"chmod 600 {quoted}"
+    if problem:
+        raise ConfigError(
+            f"GOSESSION_SQL_URL: the default SQLite session database {path!r} {problem}, "
+            f"so another local user could forge sessions. Fix: {fix}."
+        )
 
 
 def _timeout_args(backend: str, driver: str, timeout: float) -> dict[str, t.Any]:

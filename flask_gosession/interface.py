@@ -15,7 +15,6 @@ from .session import PERMANENT_FLAG, ServerSession
 
 if t.TYPE_CHECKING:
     from flask import Flask, Request, Response
-
     from werkzeug.exceptions import HTTPException
 
     from .manager import Manager

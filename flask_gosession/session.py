@@ -326,7 +326,7 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
     # -- Flask's SessionMixin ---------------------------------------------
 
     @property
-    def permanent(self) -> bool:  # type: ignore[override]
+    def permanent(self) -> bool:
         self._ensure()
         return bool(self.meta.get(PERMANENT, False))
 
@@ -338,7 +338,7 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
             self.set_meta(PERMANENT, True if value else None)
 
     @property
-    def modified(self) -> bool:  # type: ignore[override]
+    def modified(self) -> bool:
         return self._modified
 
     @modified.setter
@@ -427,13 +427,13 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         dict.__delitem__(self, key)
         self._removed(key)
 
-    def update(self, *args: t.Any, **kwargs: t.Any) -> None:  # type: ignore[override]
+    def update(self, *args: t.Any, **kwargs: t.Any) -> None:
         self._ensure()
         for key, value in dict(*args, **kwargs).items():
             dict.__setitem__(self, key, value)
             self._wrote(key)
 
-    def __ior__(self, other: t.Any) -> ServerSession:  # type: ignore[override]
+    def __ior__(self, other: t.Any) -> ServerSession:
         self.update(other)
         return self
 
@@ -497,24 +497,24 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         self._ensure()
         return dict.__len__(self) > 0
 
-    def keys(self):  # type: ignore[no-untyped-def,override]
+    def keys(self) -> t.KeysView[t.Any]:  # type: ignore[override]
         self._ensure()
         return dict.keys(self)
 
     def _read_all(self) -> None:
         self.read_keys.update(dict.keys(self))
 
-    def values(self):  # type: ignore[no-untyped-def,override]
+    def values(self) -> t.ValuesView[t.Any]:  # type: ignore[override]
         self._ensure()
         self._read_all()
         return dict.values(self)
 
-    def items(self):  # type: ignore[no-untyped-def,override]
+    def items(self) -> t.ItemsView[t.Any, t.Any]:  # type: ignore[override]
         self._ensure()
         self._read_all()
         return dict.items(self)
 
-    def copy(self) -> dict[str, t.Any]:  # type: ignore[override]
+    def copy(self) -> dict[str, t.Any]:
         self._ensure()
         self._read_all()
         return dict(dict.items(self))

@@ -268,7 +268,7 @@ def capped(request, make) -> RedisProvider:  # type: ignore[no-untyped-def]
 
 def test_oversized_init_is_refused_and_nothing_is_sent(capped, sent):
     key, now = new_key(), capped.clock()
-    capped.client  # connect first: count only the session's commands
+    _ = capped.client  # connect first: count only the session's commands
     sent.clear()
     with pytest.raises(RecordTooLarge) as info:
         capped.session_init(key, rec(now, big="x" * 5000))

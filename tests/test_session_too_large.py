@@ -18,7 +18,7 @@ import pytest
 from flask import current_app, session
 
 from backends import ALL_BACKENDS
-from flask_gosession.errors import RecordTooLarge, SessionTooLarge
+from flask_gosession.errors import SessionTooLarge
 from flask_gosession.ids import store_key
 from flask_gosession.providers.base import Record
 from helpers import cookie_value, set_cookies

@@ -209,7 +209,7 @@ class Provider(abc.ABC):
     process_local: t.ClassVar[bool] = False
 
     #: Time source, seconds since the epoch. Set by the manager.
-    clock: t.Callable[[], float] = staticmethod(time.time)  # type: ignore[assignment]
+    clock: t.Callable[[], float] = staticmethod(time.time)
     #: Encoder for blob providers. Set by the manager.
     serializer: Serializer = JSONSerializer()
     #: The idle lifetime in seconds, for native TTLs. Set by the manager.
@@ -363,7 +363,7 @@ class Provider(abc.ABC):
         """Remove every record of this provider; return how many (or -1 if unknown)."""
         raise NotImplementedError(f"{type(self).__name__} cannot clear sessions")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional to override, not abstract)
         """Release connections and files. The default does nothing."""
 
     # -- helpers for blob-oriented providers -------------------------------

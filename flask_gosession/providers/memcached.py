@@ -411,7 +411,7 @@ def _ring_client_class(hash_client: type) -> type:
     raises ``KeyError`` (a 500). Errors now simply propagate, as intended.
     """
 
-    class RingClient(hash_client):  # type: ignore[misc,valid-type]
+    class RingClient(hash_client):  # type: ignore[misc]
         def _safely_run_func(self, client: t.Any, func: t.Any, default_val: t.Any,
                              *args: t.Any, **kwargs: t.Any) -> t.Any:
             return func(*args, **kwargs)

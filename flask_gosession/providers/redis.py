@@ -525,7 +525,7 @@ class RedisProvider(Provider):
     def _scan(self) -> t.Iterator[bytes]:
         # SCAN MATCH is a glob: escape the prefix so it matches literally.
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.key_prefix) + "*"
-        return self.client.scan_iter(match=pattern, count=SCAN_BATCH)
+        return t.cast("t.Iterator[bytes]", self.client.scan_iter(match=pattern, count=SCAN_BATCH))
 
     def session_count(self) -> int:
         """Count the keys under the prefix with ``SCAN`` (on every cluster node).
@@ -591,7 +591,7 @@ class RedisProvider(Provider):
             items: t.Iterable[tuple[t.Any, t.Any]] = fields.items()
         else:
             pairs = iter(fields)
-            items = zip(pairs, pairs)
+            items = zip(pairs, pairs, strict=False)  # names and values, alternating
         try:
             for raw, value in items:
                 name = raw.decode() if isinstance(raw, bytes) else raw
@@ -667,8 +667,8 @@ def _sentinel_factory(
     master_kwargs = {k: url_kwargs[k] for k in ("db", "username", "password") if k in url_kwargs}
 
     def factory() -> t.Any:
-        sentinel = Sentinel(sentinels, sentinel_kwargs=dict(common), **common)
-        client = sentinel.master_for(master, **master_kwargs, **common)
+        sentinel = Sentinel(sentinels, sentinel_kwargs=dict(common), **common)  # type: ignore[no-untyped-call]
+        client = sentinel.master_for(master, **master_kwargs, **common)  # type: ignore[no-untyped-call]
         # Keep the sentinel clients reachable so close() can release them.
         client._gosession_sentinel = sentinel
         return client

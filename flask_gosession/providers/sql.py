@@ -90,7 +90,6 @@ from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, lowest, positive_
 from .base import Change, Outcome, Provider, Record, redact
 
 if t.TYPE_CHECKING:
-    import sqlalchemy as sa
     from flask import Flask
     from sqlalchemy.engine import URL, Connection, Engine
 
@@ -185,7 +184,7 @@ class SQLProvider(Provider):
             #: The engine sessions are stored through.
             self.engine: Engine = engine
         else:
-            self.engine = _create_engine(sa, url, timeout, engine_options or {})
+            self.engine = _create_engine(sa, t.cast("str | URL", url), timeout, engine_options or {})
             self._owns_engine = True
         self._create = bool(create_table)
         self._ready = False
@@ -206,7 +205,7 @@ class SQLProvider(Provider):
         self._explicit = _is_autocommit(self.engine)
         self._begin = _BEGIN.get(dialect, "BEGIN")
         #: The session table, for migrations (Alembic) and administration.
-        self.table: sa.Table = _make_table(sa, table)
+        self.table: t.Any = _make_table(sa, table)
         self._build_statements(dialect)
 
     @classmethod
@@ -276,10 +275,9 @@ class SQLProvider(Provider):
         #: INSERT that does nothing when the key exists (rowcount 0).
         self._insert_new: t.Any = None
         if dialect in ("postgresql", "sqlite"):
-            if dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            insert: t.Any = (postgresql if dialect == "postgresql" else sqlite).insert
             stmt = insert(table).values(id=key, data=sa.bindparam("d"), atime=sa.bindparam("a"))
             self._upsert = stmt.on_conflict_do_update(
                 index_elements=[c.id],
@@ -287,9 +285,10 @@ class SQLProvider(Provider):
             )
             self._insert_new = stmt.on_conflict_do_nothing(index_elements=[c.id])
         elif dialect in ("mysql", "mariadb"):
-            from sqlalchemy.dialects.mysql import insert as mysql_insert
+            from sqlalchemy.dialects import mysql
 
-            stmt = mysql_insert(table).values(id=key, data=sa.bindparam("d"), atime=sa.bindparam("a"))
+            mysql_stmt: t.Any = mysql.insert(table)
+            stmt = mysql_stmt.values(id=key, data=sa.bindparam("d"), atime=sa.bindparam("a"))
             self._upsert = stmt.on_duplicate_key_update(
                 data=stmt.inserted.data, atime=stmt.inserted.atime
             )
@@ -489,7 +488,7 @@ class SQLProvider(Provider):
     # -- administration ----------------------------------------------------------
 
     def session_count(self) -> int:
-        return self._run("count sessions", lambda conn: conn.execute(self._count).scalar_one())
+        return int(self._run("count sessions", lambda conn: conn.execute(self._count).scalar_one()))
 
     def session_clear(self) -> int:
         return self._run("clear sessions", lambda conn: conn.execute(self._clear).rowcount, write=True)
@@ -500,7 +499,7 @@ class SQLProvider(Provider):
             self.engine.dispose()
 
 
-def _make_table(sa: t.Any, name: str) -> sa.Table:
+def _make_table(sa: t.Any, name: str) -> t.Any:
     from sqlalchemy.dialects.mysql import MEDIUMBLOB
 
     metadata = sa.MetaData()
@@ -579,7 +578,7 @@ def _create_engine(
         kwargs["isolation_level"] = "AUTOCOMMIT"
     kwargs.update(options)
     try:
-        return sa.create_engine(parsed, connect_args=connect_args, **kwargs)
+        return t.cast("Engine", sa.create_engine(parsed, connect_args=connect_args, **kwargs))
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, TypeError) as err:
         raise ConfigError(f"GOSESSION_SQL_URL / GOSESSION_SQL_ENGINE_OPTIONS: {err}") from err
     except ImportError as err:
@@ -665,11 +664,10 @@ def _timeout_args(backend: str, driver: str, timeout: float) -> dict[str, t.Any]
             return {"connect_timeout": whole}
         if driver == "pg8000":
             return {"timeout": whole}
-    if backend in ("mysql", "mariadb"):
-        if driver in ("pymysql", "mysqldb", "mariadbconnector"):
-            # pymysql's connect_timeout does not cover the handshake: a
-            # server that accepts but never answers needs read_timeout.
-            return {"connect_timeout": whole, "read_timeout": whole, "write_timeout": whole}
+    if backend in ("mysql", "mariadb") and driver in ("pymysql", "mysqldb", "mariadbconnector"):
+        # pymysql's connect_timeout does not cover the handshake: a server
+        # that accepts but never answers needs read_timeout.
+        return {"connect_timeout": whole, "read_timeout": whole, "write_timeout": whole}
     return {}
 
 

@@ -71,6 +71,10 @@ class RecordTooLarge(GoSessionError):
         self.limit = limit
         #: What sets ``limit``, or ``""``.
         self.setting = setting
+        #: Set when the refused write came with a rotation that still took
+        #: place (without this request's change): the response must hand
+        #: the client the new id, or it would be left with a forward only.
+        self.session_moved = False
         where = f" (set by {setting})" if setting else ""
         super().__init__(
             f"session record {self.label} is {size} bytes, over the store's "

@@ -84,7 +84,9 @@ class GoSessionInterface(SessionInterface):
             # This session's data, not the store: a 413, never an outage.
             warn_too_large(err)
             _become(app, response, SessionTooLarge())
-            return
+            if not err.session_moved:
+                return
+            action = Cookie.SET  # the id changed all the same
         if action is Cookie.NONE:
             return
         if action is Cookie.KEEP and not session.via_url and not self.should_set_cookie(app, session):

@@ -40,7 +40,7 @@ import typing as t
 from dataclasses import dataclass
 
 from . import signals
-from .errors import CorruptRecordError
+from .errors import CorruptRecordError, RecordTooLarge
 from .ids import label, open_forward, open_token, seal_forward, seal_token, store_key
 from .meta import CREATED, FORWARD_AT, FORWARD_UNTIL, ISSUED, PREVIOUS, TOKEN
 from .providers.base import DEAD_FIELD, FORWARD_FIELD, Change, Outcome, Record, apply_change
@@ -359,16 +359,41 @@ class Rotation:
             manager.store.init(old_key, Record({}, stub, now))
             if isinstance(previous, str) and len(previous) == 64:
                 manager.store.destroy(previous)
-        elif not self._create_checked(old_key, new_key, moved):
+        elif not self._create_moved(session, old_sid, old_key, new_sid, new_key, moved, now):
             # A follower built the new record first (or a logout won): merge
             # this request's change into whatever stands there now.
-            outcome = manager.store.update(new_key, manager.change_for(session, new_sid, now))
+            try:
+                outcome = manager.store.update(new_key, manager.change_for(session, new_sid, now))
+            except RecordTooLarge as err:
+                session.moved_to(new_sid, new_key, moved.meta)
+                err.session_moved = True
+                raise
             if outcome is not Outcome.APPLIED:
                 return False
         session.moved_to(new_sid, new_key, moved.meta)
         signals.session_rotated.send(manager.app(), old=label(old_key), new=label(new_key),
                                      reason="privilege" if privilege else "age")
         return True
+
+    def _create_moved(self, session: ServerSession, old_sid: str, old_key: str,
+                      new_sid: str, new_key: str, moved: Record, now: float) -> bool:
+        """Steps 2 and 3 for the rotating request itself.
+
+        If this request's change makes the record too large, the session
+        still moves, with its data as stored (the old record is marked
+        already, so it must move), and the error goes on to become a 413
+        that hands the client the new id.
+        """
+        try:
+            return self._create_checked(old_key, new_key, moved)
+        except RecordTooLarge as err:
+            stored = self.manager.store.read(old_key, now)
+            if stored is not None:
+                unchanged = moved_record(stored, old_sid, new_sid, now, previous=old_key)
+                if self._create_checked(old_key, new_key, unchanged):
+                    session.moved_to(new_sid, new_key, unchanged.meta)
+                    err.session_moved = True
+            raise
 
     # -- destroying and revoking ------------------------------------------------
 

@@ -21,7 +21,7 @@ from backends import ALL_BACKENDS
 from flask_gosession.errors import SessionTooLarge
 from flask_gosession.ids import store_key
 from flask_gosession.providers.base import Record
-from helpers import cookie_value, set_cookies
+from helpers import cookie_value, set_cookies, stored
 
 BIG = 2 * 1024 * 1024
 
@@ -151,3 +151,21 @@ def test_over_real_http(app, backend_name, caplog):
     assert "recovered" not in caplog.text
     assert not any(r.levelno >= logging.ERROR for r in caplog.records)
 
+
+
+@pytest.mark.parametrize("backend_name", ["memory", "redis", "sql_sqlite", "memcached"])
+def test_too_large_change_during_an_age_rotation_still_moves_the_session(client, app, clock):
+    """The rotation marks the old record before the oversized change is
+    refused: the session moves all the same, with its data as stored, and
+    the 413 hands out the new id, so the client is not left holding a
+    forward that expires with the grace window."""
+    client.get("/set/user/alice")
+    old = cookie_value(client)
+    clock.advance(901)  # the next request rotates by age
+    response = client.get("/big")
+    assert response.status_code == 413
+    new = cookie_value(client)
+    assert new and new != old
+    assert stored(app, new).data == {"user": "alice"}
+    clock.advance(60)  # past the grace window: only the new id works
+    assert client.get("/get/user").json["value"] == "alice"

@@ -15,7 +15,7 @@ import hashlib
 import time
 import typing as t
 
-from flask import current_app, g, request
+from flask import current_app, request
 
 from . import signals
 from .errors import CorruptRecordError
@@ -274,10 +274,8 @@ class Manager:
         never gain the new privileges, so there is no grace window. The
         token changes at once, so forms rendered after this call carry it.
 
-        With Flask-WTF's ``CSRFProtect`` on the app, its secret
-        (``session["csrf_token"]``) is dropped too, for the same reason:
-        forms rendered after the login carry a fresh Flask-WTF token. The
-        request itself was already checked by ``CSRFProtect``.
+        With Flask-WTF's ``CSRFProtect`` on the app, its secret is dropped
+        too, for the same reason (:func:`~flask_gosession.tokens.forget_flask_wtf_secret`).
         """
         _ = session.sid  # loads, and gives a new session its id
         session.plan_rotation(
@@ -285,13 +283,9 @@ class Manager:
             new_sid(),
             token=None if session.token is None else new_token(),
         )
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        from .tokens import flask_wtf_csrf
+        from .tokens import forget_flask_wtf_secret
 
-        if flask_wtf_csrf(app) is not None:
-            field = app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
-            session.pop(field, None)
-            g.pop(field, None)  # generate_csrf()'s per-request cache
+        forget_flask_wtf_secret(session)
 
     def destroy(self, session: ServerSession) -> None:
         """Remove the session from the store now and start an empty one.
@@ -307,13 +301,10 @@ class Manager:
         and that hook pops it again, so nothing is stored because of it.
         """
         session.ensure_loaded()
-        remember = session.get(REMEMBER_KEY) if REMEMBER_KEY in session else None
         if not session.new and session.key:
             self.rotation.destroy_chain(session.sid, session.key, "destroy",
                                         previous=session.meta.get(PREVIOUS))
-        session.start_over()
-        if remember is not None:
-            session[REMEMBER_KEY] = remember
+        session.start_over(keep=(REMEMBER_KEY,))
 
     # -- tokens -----------------------------------------------------------------
 

@@ -266,9 +266,14 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         self.meta = meta
         self.set_identity(sid, key)
 
-    def start_over(self) -> None:
+    def start_over(self, *, keep: t.Iterable[str] = ()) -> None:
         """The stored session was destroyed: become new and empty, with no
-        id, and remove the cookie unless something is stored again."""
+        id, and remove the cookie unless something is stored again.
+
+        :param keep: user keys carried into the fresh session (markers that
+            another extension's ``after_request`` still acts on).
+        """
+        kept = {k: dict.__getitem__(self, k) for k in keep if dict.__contains__(self, k)}
         dict.clear(self)
         self.forget_changes()
         self._modified = True  # the session was emptied, as by clear()
@@ -283,6 +288,8 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         self.reissue = False
         self.refused = True
         self.set_identity(None, None)
+        for key, value in kept.items():
+            self[key] = value
 
     def set_token(self, token: str, *, pin: bool = False) -> None:
         """Give the session a new request token, written on save.

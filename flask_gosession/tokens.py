@@ -20,7 +20,7 @@ from __future__ import annotations
 import hmac
 import typing as t
 
-from flask import current_app, has_request_context, request, session
+from flask import current_app, g, has_request_context, request, session
 from markupsafe import Markup, escape
 
 from . import signals
@@ -88,6 +88,17 @@ def flask_wtf_csrf(app: t.Any) -> t.Any:
     if ext is not None and type(ext).__module__.partition(".")[0] == "flask_wtf":
         return ext
     return None
+
+
+def forget_flask_wtf_secret(session: ServerSession) -> None:
+    """Drop Flask-WTF's CSRF secret at a privilege change, if ``CSRFProtect``
+    is on the app: forms rendered after a login must carry a fresh token,
+    not one known before it. The request itself was already checked."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if flask_wtf_csrf(app) is not None:
+        field = app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+        session.pop(field, None)
+        g.pop(field, None)  # generate_csrf()'s per-request cache
 
 
 class TokenGuard:

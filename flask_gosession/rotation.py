@@ -198,6 +198,19 @@ class Rotation:
             pass
         return last
 
+    def live_end(self, sid: str, key: str, now: float) -> Hop | None:
+        """The live session the id ``sid`` leads to now (read afresh), or
+        ``None`` if it leads nowhere: missing, moved by privilege, corrupt,
+        or past its grace window, which is reuse and handled as such."""
+        try:
+            last = self.resolve(sid, key, self.manager.store.read(key, now), now)
+        except Reused as reuse:
+            self.reuse_detected(reuse)
+            return None
+        except (Moved, CorruptRecordError):
+            return None
+        return last if last.record is not None else None
+
     def _read_target(self, sid: str, key: str, record: Record, forward: Forward,
                      target_key: str, now: float) -> Record | None:
         """Read the target of a forward; build it if the mark is fresh and
@@ -274,14 +287,8 @@ class Rotation:
         manager = self.manager
         sid, key = session.sid, t.cast(str, session.key)
         for _ in range(MAX_HOPS):
-            try:
-                last = self.resolve(sid, key, manager.store.read(key, now), now)
-            except Reused as reuse:
-                self.reuse_detected(reuse)
-                return None
-            except (Moved, CorruptRecordError):
-                return None
-            if last.record is None:
+            last = self.live_end(sid, key, now)
+            if last is None:
                 return None
             outcome = manager.store.update(last.key, manager.change_for(session, last.sid, now))
             if outcome is Outcome.APPLIED:
@@ -322,16 +329,10 @@ class Rotation:
                     return False
                 session.moved_to(hop.sid, hop.key, session.meta)
                 return True
-            try:
-                hop = self.resolve(old_sid, old_key, manager.store.read(old_key, now), now)
-            except Reused as reuse:
-                self.reuse_detected(reuse)
+            end = self.live_end(old_sid, old_key, now)
+            if end is None:
                 return False
-            except (Moved, CorruptRecordError):
-                return False
-            if hop.record is None:
-                return False
-            old_sid, old_key = hop.sid, hop.key
+            old_sid, old_key = end.sid, end.key
         else:
             return False
         frozen = manager.store.read(old_key, now)

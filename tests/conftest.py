@@ -69,3 +69,16 @@ def app(backend_config, app_config, clock, tmp_path):  # type: ignore[no-untyped
 @pytest.fixture
 def manager(app):  # type: ignore[no-untyped-def]
     return app.extensions["gosession"]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> t.Iterator[t.Any]:
+    """One headless Chromium per test module (skipped, or failed under
+    CI=true, where Playwright or Debian's chromium is missing)."""
+    from browser import launch, unavailable
+
+    reason = unavailable()
+    if reason:
+        backends.missing(reason)
+    with launch() as browser:
+        yield browser

@@ -1,8 +1,11 @@
 """Small helpers shared by the test modules."""
 from __future__ import annotations
 
+import re
+import threading
 import typing as t
 
+import liveserver
 from flask_gosession.ids import store_key
 from flask_gosession.session import split_flag
 
@@ -68,3 +71,30 @@ def concurrent_writers(providers: list, key: str, now: float, *, writers: int, r
     assert not errors, errors
     data = providers[-1].session_read(key, now).data
     assert data == {f"k{n}": rounds - 1 for n in range(writers)}
+
+
+# -- over real HTTP (liveserver) -------------------------------------------------
+
+def token_and_cookie(port: int, sid: str | None = None) -> tuple[str, str]:
+    status, body, new = liveserver.request(port, "/token", sid)
+    assert status == 200
+    token = re.search(r'value="([^"]+)"', body)
+    assert token is not None
+    return token.group(1), t.cast(str, new or sid)
+
+def together(calls: list[t.Callable[[], t.Any]], timeout: float = 60) -> list[t.Any]:
+    """Run ``calls`` in threads released at once; return their results."""
+    results: list[t.Any] = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(n: int) -> None:
+        start.wait(10)
+        results[n] = calls[n]()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), "requests did not finish"
+    return results

@@ -24,6 +24,7 @@ from flask import redirect, session, url_for
 
 from flask_gosession import destroy, rotate_sid
 from flask_gosession.ids import store_key
+from helpers import together, token_and_cookie
 from liveserver import request, serve
 from signals_capture import captured, named
 
@@ -65,30 +66,6 @@ def user_of(port: int, sid: str) -> t.Any:
     return None if match.group(2) == "null" else match.group(2)
 
 
-def token_and_cookie(port: int, sid: str | None = None) -> tuple[str, str]:
-    status, body, new = request(port, "/token", sid)
-    assert status == 200
-    token = re.search(r'value="([^"]+)"', body)
-    assert token is not None
-    return token.group(1), t.cast(str, new or sid)
-
-
-def together(calls: list[t.Callable[[], t.Any]], timeout: float = 60) -> list[t.Any]:
-    """Run ``calls`` in threads released at once; return their results."""
-    results: list[t.Any] = [None] * len(calls)
-    start = threading.Barrier(len(calls))
-
-    def run(n: int) -> None:
-        start.wait(10)
-        results[n] = calls[n]()
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout)
-    assert not any(thread.is_alive() for thread in threads), "requests did not finish"
-    return results
 
 
 def in_background(call: t.Callable[[], t.Any]) -> tuple[threading.Thread, dict[str, t.Any]]:

@@ -18,8 +18,7 @@ import typing as t
 
 import pytest
 
-import backends
-from browser import TIMEOUT, expect, launch, loopback, screenshot, unavailable
+from browser import TIMEOUT, expect, loopback, screenshot
 from clock import FakeClock
 from liveserver import serve
 from signals_capture import captured, named
@@ -30,16 +29,6 @@ EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "example" / "app.py"
 COOKIE = "gosessionid"
 ROTATE_AFTER = 60
 GRACE = 10
-
-
-@pytest.fixture(scope="module")
-def chromium() -> t.Iterator[t.Any]:
-    """One headless Chromium for the whole module."""
-    reason = unavailable()
-    if reason:
-        backends.missing(reason)
-    with launch() as browser:
-        yield browser
 
 
 @pytest.fixture

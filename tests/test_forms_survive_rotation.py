@@ -16,8 +16,7 @@ import typing as t
 import pytest
 from flask import Flask, render_template_string, request, session
 
-import backends
-from browser import TIMEOUT, expect, launch, loopback, screenshot, unavailable
+from browser import TIMEOUT, expect, loopback, screenshot
 from clock import FakeClock
 from flask_gosession import GoSession, rotate_sid
 from liveserver import serve
@@ -73,15 +72,6 @@ def make_app(clock: FakeClock, tmp_path: t.Any) -> Flask:
         return f"<p id='state'>hello {session.get('user')}</p>"
 
     return app
-
-
-@pytest.fixture(scope="module")
-def chromium() -> t.Iterator[t.Any]:
-    reason = unavailable()
-    if reason:
-        backends.missing(reason)
-    with launch() as browser:
-        yield browser
 
 
 def state(page: t.Any, text: str) -> None:

@@ -8,7 +8,6 @@ design; each failed against it.
 """
 from __future__ import annotations
 
-import re
 import threading
 import time
 import typing as t
@@ -18,6 +17,7 @@ import pytest
 from backends import ALL_BACKENDS
 from counting import install
 from flask_gosession.ids import store_key
+from helpers import together, token_and_cookie
 from liveserver import request, serve
 from signals_capture import captured, named
 
@@ -32,13 +32,6 @@ def backend_config(request):  # type: ignore[no-untyped-def]
     return request.getfixturevalue(f"backend_{request.param}")
 
 
-def token_and_cookie(port: int, sid: str | None = None) -> tuple[str, str]:
-    status, body, new = request(port, "/token", sid)
-    assert status == 200
-    token = re.search(r'value="([^"]+)"', body)
-    assert token is not None
-    return token.group(1), t.cast(str, new or sid)
-
 
 def stored(app: t.Any, sid: str) -> t.Any:
     """The live record of ``sid`` in the store (a tombstone is none)."""
@@ -50,23 +43,6 @@ def stored(app: t.Any, sid: str) -> t.Any:
 def alive(app: t.Any, sid: str) -> bool:
     return stored(app, sid) is not None
 
-
-def together(calls: list[t.Callable[[], t.Any]], timeout: float = 60) -> list[t.Any]:
-    """Run ``calls`` in threads released at once; return their results."""
-    results: list[t.Any] = [None] * len(calls)
-    start = threading.Barrier(len(calls))
-
-    def run(n: int) -> None:
-        start.wait(10)
-        results[n] = calls[n]()
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout)
-    assert not any(thread.is_alive() for thread in threads), "requests did not finish"
-    return results
 
 
 # -- one-time tokens ------------------------------------------------------------

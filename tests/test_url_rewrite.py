@@ -16,8 +16,7 @@ import pytest
 from flask import session, url_for
 from werkzeug.urls import iri_to_uri
 
-import backends
-from browser import launch, loopback, unavailable
+from browser import loopback
 from flask_gosession import urlrewrite
 from flask_gosession.errors import ProviderError, StoreUnavailable
 from flask_gosession.providers.memory import MemoryProvider
@@ -364,15 +363,6 @@ def test_store_down_page_gets_the_headers_only_with_id_links(app, error_page_lin
 
 
 # -- in a real browser ------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def chromium() -> t.Iterator[t.Any]:
-    reason = unavailable()
-    if reason:
-        backends.missing(reason)
-    with launch() as browser:
-        yield browser
-
 
 @contextlib.contextmanager
 def recorder() -> t.Iterator[tuple[int, list[str]]]:

@@ -254,7 +254,9 @@ def set_cookie_ids(response: t.Any) -> list[str]:
     for header in response.headers.getlist("Set-Cookie"):
         name, _, rest = header.partition("=")
         if name == COOKIE:
-            found.append(rest.split(";", 1)[0])
+            value = rest.split(";", 1)[0]
+            # A permanent session's cookie carries the ".p" flag.
+            found.append(value[:-2] if value.endswith(".p") else value)
     return found
 
 
@@ -435,6 +437,10 @@ def test_hostile_requests_never_break_leak_or_adopt(app, backend_name, clock, tm
             if not new:
                 continue  # the cookie is being removed
             assert SID_PATTERN.match(new), new
+            if owner is not None and new == presented:
+                # A live session's own id, sent again because the session
+                # was modified (as Flask does): nothing adopted.
+                continue
             assert new not in (presented, cookie_sid, query_sid, victim.sid, attacker.sid), (attack, new)
             issued.add(new)
         for carried in url_ids(response.headers.get("Location", "")) + url_ids(text if path == "/links" else ""):

@@ -74,7 +74,8 @@ class Manager:
         self.guard: TokenGuard | None = None
         #: The background GC thread of this manager.
         self.gc_thread = GCThread(
-            self.gc, 0 if provider.native_ttl else settings.gc_interval
+            lambda: self.gc(),  # looked up at each run, so a wrapped gc() is used
+            0 if provider.native_ttl else settings.gc_interval,
         )
 
     @property

@@ -21,20 +21,43 @@ from flask import Flask, session
 
 from flask_gosession import GoSession
 
-prov, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-app = Flask(__name__); app.config.update(SECRET_KEY="x", GOSESSION_PROVIDER=prov, GOSESSION_TOKEN_CHECK=False, GOSESSION_GC_INTERVAL=0,
-  GOSESSION_REDIS_URL="redis://127.0.0.1:6379/0")
-GoSession(app)
-if os.environ.get("NOCOOKIE"):
-    type(app.session_interface).should_set_cookie = lambda self, a, s: False  # type: ignore[method-assign]
-@app.get("/u")
-def u(): return "u"
-@app.get("/r")
-def r(): return str(session.get("n"))
-@app.get("/w")
-def w(): session["n"] = session.get("n", 0) + 1; return "w"
-@app.get("/new")
-def new(): session["a"] = 1; return "n"
-c = app.test_client(); c.get("/w"); c.get("/r"); c.get("/u"); app.test_client().get("/new")
-for _ in range(n):
-    (app.test_client() if path == "/new" else c).get(path)
+
+def main() -> None:
+    prov, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="x", GOSESSION_PROVIDER=prov, GOSESSION_TOKEN_CHECK=False,
+        GOSESSION_GC_INTERVAL=0, GOSESSION_REDIS_URL="redis://127.0.0.1:6379/0",
+    )
+    GoSession(app)
+    if os.environ.get("NOCOOKIE"):
+        type(app.session_interface).should_set_cookie = lambda self, a, s: False  # type: ignore[method-assign]
+
+    @app.get("/u")
+    def untouched() -> str:
+        return "u"
+
+    @app.get("/r")
+    def read() -> str:
+        return str(session.get("n"))
+
+    @app.get("/w")
+    def write() -> str:
+        session["n"] = session.get("n", 0) + 1
+        return "w"
+
+    @app.get("/new")
+    def new() -> str:
+        session["a"] = 1
+        return "n"
+
+    client = app.test_client()
+    for warm in ("/w", "/r", "/u"):
+        client.get(warm)
+    app.test_client().get("/new")
+    for _ in range(n):
+        (app.test_client() if path == "/new" else client).get(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,14 @@ def stored(app: t.Any, sid: str) -> t.Any:
     return manager.provider.session_read(store_key(sid), manager.clock())
 
 
+def live_record(app: t.Any, sid: str) -> t.Any:
+    """The live record of ``sid`` in the store, or None: a tombstone (a
+    record being destroyed; meta field ``"x"``, written as a literal so the
+    race suites also run against code that has none) is no record."""
+    record = stored(app, sid)
+    return None if record is None or "x" in record.meta else record
+
+
 def moved_away(app: t.Any, sid: str) -> bool:
     """Whether ``sid`` was moved by a privilege rotation (or destroyed): the
     store holds nothing for it, or only the forward that nobody follows,

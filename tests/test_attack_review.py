@@ -23,7 +23,7 @@ import pytest
 from flask import redirect, session, url_for
 
 from flask_gosession import destroy, rotate_sid
-from flask_gosession.ids import store_key
+from helpers import live_record as stored
 from helpers import together, token_and_cookie
 from liveserver import request, serve
 from signals_capture import captured, named
@@ -31,7 +31,6 @@ from signals_capture import captured, named
 ROTATE_AFTER = 900
 GRACE = 30
 TOKEN_HEADER = "X-GoSession-Token"
-DEAD_FIELD = "x"
 
 #: The providers the review attacks.
 BACKENDS = ["memory", "file", "sql_sqlite", "sql_postgresql", "redis", "redis_cluster", "memcached"]
@@ -42,11 +41,6 @@ def backend_config(request):  # type: ignore[no-untyped-def]
     return request.getfixturevalue(f"backend_{request.param}")
 
 
-def stored(app: t.Any, sid: str) -> t.Any:
-    """The live record of ``sid`` (a tombstone is none)."""
-    manager = app.extensions["gosession"]
-    record = manager.provider.session_read(store_key(sid), manager.clock())
-    return None if record is None or DEAD_FIELD in record.meta else record
 
 
 def alive(app: t.Any, sid: str) -> bool:

@@ -17,11 +17,10 @@ import pytest
 from backends import ALL_BACKENDS
 from counting import install
 from flask_gosession.ids import store_key
+from helpers import live_record as stored
 from helpers import together, token_and_cookie
 from liveserver import request, serve
 from signals_capture import captured, named
-
-DEAD_FIELD = "x"  # providers.base.DEAD_FIELD (a literal, so the module runs on old code too)
 
 ROTATE_AFTER = 900
 GRACE = 30
@@ -33,11 +32,6 @@ def backend_config(request):  # type: ignore[no-untyped-def]
 
 
 
-def stored(app: t.Any, sid: str) -> t.Any:
-    """The live record of ``sid`` in the store (a tombstone is none)."""
-    manager = app.extensions["gosession"]
-    record = manager.provider.session_read(store_key(sid), manager.clock())
-    return None if record is None or DEAD_FIELD in record.meta else record
 
 
 def alive(app: t.Any, sid: str) -> bool:

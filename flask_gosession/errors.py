@@ -117,3 +117,43 @@ class TokenError(BadRequest):
     """
 
     description = "The session token is missing or invalid."
+
+
+class UserIndexUnsupported(GoSessionError):
+    """The session store cannot keep a per-user index of sessions, so
+    :func:`~flask_gosession.sessions_of`, the revocations and
+    ``GOSESSION_MAX_SESSIONS_PER_USER`` are not available with it.
+
+    Raised by those calls (and by ``init_app`` for the limit) on Memcached,
+    which can neither list keys nor keep an index it will not evict at
+    will: a revocation that silently missed a session would be worse than
+    none. Use the memory, file, sql or redis store for them.
+    """
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(
+            f"the {provider} session store cannot keep an index of each user's sessions, so "
+            "listing and revoking a user's sessions and GOSESSION_MAX_SESSIONS_PER_USER are "
+            "not available with it; they work with the memory, file, sql and redis stores"
+        )
+
+
+class SessionLimitReached(GoSessionError):
+    """A login was refused: the user already has ``limit`` sessions and
+    ``GOSESSION_SESSION_LIMIT_POLICY`` is ``"refuse"``.
+
+    Raised by :func:`~flask_gosession.login_user_session` (and so by
+    Flask-Login's ``login_user`` with the integration on) before anything
+    changes: the session stays as it was, not logged in. Catch it in the
+    login view to show :attr:`message`, or let it become an HTTP 409.
+    """
+
+    def __init__(self, limit: int) -> None:
+        #: The most sessions a user may have.
+        self.limit = limit
+        #: A sentence the app can show the user.
+        self.message = (
+            f"You are already signed in on {limit} device{'s' if limit != 1 else ''}. "
+            "Sign out on one of them first."
+        )
+        super().__init__(self.message)

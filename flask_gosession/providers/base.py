@@ -49,9 +49,10 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError, CorruptRecordError, RecordTooLarge
+from ..errors import ConfigError, CorruptRecordError, RecordTooLarge, UserIndexUnsupported
 from ..ids import label
 from ..serializers import JSONSerializer, Serializer, get_serializer
+from ..userindex import IndexEntry, IndexResult, IndexWrite
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -358,6 +359,45 @@ class Provider(abc.ABC):
     def session_count(self) -> int | None:
         """How many records are stored, or ``None`` if the store cannot tell."""
         return None
+
+    # -- the per-user index (see flask_gosession.userindex) -----------------
+
+    #: ``False`` for a store that cannot keep a per-user index (Memcached):
+    #: :meth:`index_write` and :meth:`index_read` then raise
+    #: :class:`~flask_gosession.errors.UserIndexUnsupported`.
+    user_index: t.ClassVar[bool] = True
+
+    def index_write(self, user: str, write: IndexWrite, now: float) -> IndexResult:
+        """Apply ``write`` to the index of ``user`` (a
+        :func:`~flask_gosession.userindex.user_key`), atomically with
+        respect to every other write of that index, with
+        :func:`~flask_gosession.userindex.apply_write`'s semantics: pruning,
+        the per-handle rule and the limit. The index expires by itself at
+        its latest horizon, and is deleted when it is left empty.
+        """
+        raise UserIndexUnsupported(type(self).__name__)
+
+    def index_read(self, user: str, now: float) -> list[IndexEntry]:
+        """The entries of ``user``'s index whose horizon is after ``now``
+        (expired ones are pruned from the store as well)."""
+        raise UserIndexUnsupported(type(self).__name__)
+
+    def session_peek(self, keys: t.Sequence[str], now: float) -> dict[str, Record | None]:
+        """The records under ``keys`` (``None`` for a missing one), read
+        without refreshing their access time, for the device list.
+
+        The default reads them one by one with :meth:`session_read`, which
+        is right for stores that do not touch on read; the others override
+        it, and stores that can batch the reads do so.
+        :raises CorruptRecordError: never: a corrupt record reads as ``None``.
+        """
+        records: dict[str, Record | None] = {}
+        for key in keys:
+            try:
+                records[key] = self.session_read(key, now)
+            except CorruptRecordError:
+                records[key] = None
+        return records
 
     def session_clear(self) -> int:
         """Remove every record of this provider; return how many (or -1 if unknown)."""

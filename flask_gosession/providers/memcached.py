@@ -104,6 +104,10 @@ class MemcachedProvider(Provider):
 
     touches_on_read = False
     native_ttl = True
+    #: Memcached can neither list keys nor keep an index it will not evict
+    #: at will: a revocation that silently missed a session would be worse
+    #: than none, so the per-user index is refused (see UserIndexUnsupported).
+    user_index = False
 
     #: How many times :meth:`session_update` and :meth:`session_touch` start
     #: over after losing a compare-and-swap race before giving up.

@@ -27,6 +27,7 @@ import typing as t
 import weakref
 from collections import OrderedDict
 
+from .. import userindex
 from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, positive_int, record_cap
 from .base import Change, Outcome, Provider, Record
 
@@ -94,6 +95,9 @@ class MemoryProvider(Provider):
                  max_record_size: int | None = None) -> None:
         #: digest -> (atime, blob), least recently accessed first.
         self._entries: OrderedDict[bytes, tuple[float, bytes]] = OrderedDict()
+        #: user key -> (expiry, index blob); never evicted: an index is small
+        #: and dropping one would hide live sessions from revocation.
+        self._indexes: dict[str, tuple[float, bytes]] = {}
         self._lock = threading.Lock()
         #: The most records held, or ``None``.
         self.max_sessions = positive_int(max_sessions, MAX_SESSIONS, optional=True)
@@ -219,6 +223,7 @@ class MemoryProvider(Provider):
             self._entries.pop(bytes.fromhex(key), None)
 
     def session_gc(self, max_lifetime: int) -> int:
+        self.index_gc(self.clock())
         deadline = self.clock() - max_lifetime
         removed = 0
         entries = self._entries
@@ -238,4 +243,48 @@ class MemoryProvider(Provider):
         with self._lock:
             count = len(self._entries)
             self._entries.clear()
+            self._indexes.clear()
         return count
+
+    # -- the per-user index -------------------------------------------------
+
+    def session_peek(self, keys: t.Sequence[str], now: float) -> dict[str, Record | None]:
+        records: dict[str, Record | None] = {}
+        for key in keys:
+            with self._lock:
+                entry = self._entries.get(bytes.fromhex(key))
+            record = None
+            if entry is not None:
+                try:
+                    record = self.unpack(entry[1])
+                    record.atime = entry[0]
+                except Exception:  # corrupt: reads as missing here
+                    record = None
+            records[key] = record
+        return records
+
+    def index_write(self, user: str, write: userindex.IndexWrite, now: float) -> userindex.IndexResult:
+        return self._index(user, write, now)[0]
+
+    def index_read(self, user: str, now: float) -> list[userindex.IndexEntry]:
+        return self._index(user, None, now)[1]
+
+    def _index(self, user: str, write: userindex.IndexWrite | None, now: float
+               ) -> tuple[userindex.IndexResult, list[userindex.IndexEntry]]:
+        with self._lock:
+            stored = self._indexes.get(user)
+            blob = stored[1] if stored is not None and stored[0] > now else None
+            new, expires, result, entries = userindex.rewrite(blob, write, now, user=user)
+            if new is None:
+                self._indexes.pop(user, None)
+            else:
+                self._indexes[user] = (t.cast(float, expires), new)
+        return result, entries
+
+    def index_gc(self, now: float) -> int:
+        """Drop expired indexes (run with :meth:`session_gc`)."""
+        with self._lock:
+            dead = [user for user, (expires, _) in self._indexes.items() if expires <= now]
+            for user in dead:
+                del self._indexes[user]
+        return len(dead)

@@ -3,20 +3,38 @@
 Public API::
 
     from flask_gosession import GoSession, rotate_sid, regenerate, destroy
+    from flask_gosession import login_user_session, sessions_of, revoke_session, revoke_user
 """
 from __future__ import annotations
 
-from .errors import ConfigError, GoSessionError, ProviderError, RegistryError, TokenError
+from .errors import (
+    ConfigError,
+    GoSessionError,
+    ProviderError,
+    RegistryError,
+    SessionLimitReached,
+    TokenError,
+    UserIndexUnsupported,
+)
 from .extension import GoSession
 from .lifecycle import destroy, regenerate, rotate_sid
 from .manager import Manager
 from .providers.base import Change, Outcome, Provider, Record
 from .registry import register, unregister
 from .tokens import gosession_token, gosession_token_field, token_exempt
+from .users import (
+    DeviceSession,
+    login_user_session,
+    logout_user_session,
+    revoke_session,
+    revoke_user,
+    sessions_of,
+)
 
 __all__ = [
     "Change",
     "ConfigError",
+    "DeviceSession",
     "GoSession",
     "GoSessionError",
     "Manager",
@@ -25,13 +43,20 @@ __all__ = [
     "ProviderError",
     "Record",
     "RegistryError",
+    "SessionLimitReached",
     "TokenError",
+    "UserIndexUnsupported",
     "destroy",
     "gosession_token",
     "gosession_token_field",
+    "login_user_session",
+    "logout_user_session",
     "regenerate",
     "register",
+    "revoke_session",
+    "revoke_user",
     "rotate_sid",
+    "sessions_of",
     "token_exempt",
     "unregister",
 ]

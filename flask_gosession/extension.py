@@ -7,7 +7,15 @@ import time
 import typing as t
 import weakref
 
-from .errors import ProviderError, RecordTooLarge, SessionTooLarge, StoreUnavailable
+from .errors import (
+    ConfigError,
+    ProviderError,
+    RecordTooLarge,
+    SessionLimitReached,
+    SessionTooLarge,
+    StoreUnavailable,
+    UserIndexUnsupported,
+)
 from .interface import GoSessionInterface, warn_too_large
 from .manager import Manager
 from .registry import build_provider, known_keys
@@ -61,6 +69,11 @@ class GoSession:
                 "unless the app runs in exactly one process",
                 type(provider).__name__,
             )
+        if settings.max_sessions_per_user is not None and not provider.user_index:
+            raise ConfigError(
+                "GOSESSION_MAX_SESSIONS_PER_USER needs a store that keeps an index of each "
+                f"user's sessions; {UserIndexUnsupported(type(provider).__name__)}"
+            )
         manager = Manager(provider, settings, clock=self.clock)
         app.extensions["gosession"] = manager
         app.session_interface = _interface
@@ -74,6 +87,7 @@ class GoSession:
         app.add_template_global(gosession_token_field, "gosession_token_field")
         app.register_error_handler(ProviderError, _store_unavailable)
         app.register_error_handler(RecordTooLarge, _session_too_large)
+        app.register_error_handler(SessionLimitReached, _session_limit_reached)
         if settings.flask_login:
             from .integrations.flask_login import install
 
@@ -97,6 +111,29 @@ class GoSession:
                 alive.gc_thread.stop(timeout=1)
 
         atexit.register(stop_gc)
+
+    # -- users and their devices (see flask_gosession.users) ---------------
+
+    @staticmethod
+    def sessions_of(user_id: t.Any) -> list[t.Any]:
+        """:func:`flask_gosession.sessions_of` for the current app."""
+        from .users import sessions_of
+
+        return sessions_of(user_id)
+
+    @staticmethod
+    def revoke_session(user_id: t.Any, handle: str) -> bool:
+        """:func:`flask_gosession.revoke_session` for the current app."""
+        from .users import revoke_session
+
+        return revoke_session(user_id, handle)
+
+    @staticmethod
+    def revoke_user(user_id: t.Any, *, keep_current: bool = False) -> int:
+        """:func:`flask_gosession.revoke_user` for the current app."""
+        from .users import revoke_user
+
+        return revoke_user(user_id, keep_current=keep_current)
 
     def exempt(self, view_or_blueprint: t.Any) -> t.Any:
         """Exempt a view function or a blueprint from the token check.
@@ -130,3 +167,11 @@ def _session_too_large(error: RecordTooLarge) -> t.Any:
 
     warn_too_large(error)
     return current_app.handle_http_exception(SessionTooLarge())
+
+
+def _session_limit_reached(error: SessionLimitReached) -> t.Any:
+    """A login refused by the per-user limit and not handled by the view:
+    an HTTP 409 whose text says why."""
+    from werkzeug.exceptions import Conflict
+
+    return Conflict(error.message)

@@ -21,12 +21,13 @@ from . import signals
 from .errors import CorruptRecordError
 from .gc import GCThread
 from .ids import is_valid_sid, label, new_sid, new_token, open_token, seal_token, store_key
-from .meta import AGENT, CREATED, ISSUED, PREVIOUS, TOKEN
+from .meta import AGENT, CREATED, ISSUED, PREVIOUS, TOKEN, USER
 from .providers.base import FORWARD_FIELD, Binding, Change, Outcome, Provider, Record
 from .rotation import Rotation
 from .serializers import tag, untag
 from .session import ServerSession
 from .store import Store
+from .users import Users
 
 if t.TYPE_CHECKING:
     from .settings import Settings
@@ -69,6 +70,8 @@ class Manager:
         self._clock = clock
         provider.bind(Binding(settings.serializer, settings.max_lifetime, clock))
         self.rotation = Rotation(self)
+        #: Binding sessions to users, and the per-user index.
+        self.users = Users(self)
         #: The app's token guard, set by ``init_app`` (it also says whether
         #: the token check defers to Flask-WTF); ``None`` for a bare manager.
         self.guard: TokenGuard | None = None
@@ -144,9 +147,11 @@ class Manager:
                 return
             sid, key, record = hop.sid, hop.key, t.cast(Record, hop.record)
         try:
-            expired = self._expiry(record, now)
+            expired = self.expired(record, now)
             if expired:
                 self.store.destroy(key)
+                if USER in record.meta:
+                    self.users.destroyed([(key, record)])
                 signals.session_expired.send(self.app(), sid_hash=label(key), reason=expired)
                 session.refuse()
                 return
@@ -170,8 +175,15 @@ class Manager:
             # The token is kept: forms rendered before the rotation still
             # submit. The new id is chosen now, for URLs built meanwhile.
             session.plan_rotation("age", new_sid())
+        elif USER in record.meta:
+            self.users.loaded(session, now)
 
-    def _expiry(self, record: Record, now: float) -> str | None:
+    def expired(self, record: Record, now: float) -> str | None:
+        """Why ``record`` has expired at ``now`` (``"idle"`` or
+        ``"absolute"``), or ``None`` if it has not.
+
+        :raises CorruptRecordError: if it lacks its creation times.
+        """
         meta = record.meta
         created, issued = meta.get(CREATED), meta.get(ISSUED)
         if not isinstance(created, (int, float)) or not isinstance(issued, (int, float)):
@@ -196,7 +208,10 @@ class Manager:
             return Cookie.KEEP if not session.new else Cookie.NONE
         now = self._clock()
         try:
-            return self._save(session, now)
+            cookie = self._save(session, now)
+            if session.unindex:
+                self.users.saved(session)
+            return cookie
         except CorruptRecordError as err:
             # The record was corrupted while this request ran: it is
             # dropped like any corrupt record, and the client starts over.
@@ -247,7 +262,16 @@ class Manager:
         if self.settings.bind_user_agent:
             meta[AGENT] = self._agent()
         values = {k: tag(v) for k, v in session.snapshot().items()}
-        self.store.init(key, Record(values, meta, now))
+        record = Record(values, meta, now)
+        if USER in meta:
+            # Bound at login: the key is in the user's index already, and a
+            # concurrent eviction may have killed it since; never overwrite
+            # that tombstone.
+            if not self.store.create(key, record):
+                session.start_over()
+                return Cookie.DELETE
+        else:
+            self.store.init(key, record)
         session.stored(meta, now)
         signals.session_created.send(self.app(), sid_hash=label(key))
         return Cookie.SET

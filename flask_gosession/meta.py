@@ -27,3 +27,14 @@ FORWARD_UNTIL = "fx"
 FORWARD_AT = "fa"
 #: The store key of the id this session replaced by age.
 PREVIOUS = "b"
+#: The user the session is bound to (:func:`flask_gosession.login_user_session`),
+#: as a string.
+USER = "n"
+#: The public handle of the device in the user's index, kept across rotations.
+HANDLE = "h"
+#: The session's horizon in the user's index: an upper bound of its expiry,
+#: refreshed before the session could outlive it (see ``users.py``).
+HORIZON = "z"
+#: What the device list shows (browser, OS, truncated address), kept so a
+#: rotation can write the new id's index entry without reading the old one.
+DEVICE = "d"

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from . import signals
 from .errors import CorruptRecordError, RecordTooLarge
 from .ids import label, open_forward, open_token, seal_forward, seal_token, store_key
-from .meta import CREATED, FORWARD_AT, FORWARD_UNTIL, ISSUED, PREVIOUS, TOKEN
+from .meta import CREATED, FORWARD_AT, FORWARD_UNTIL, ISSUED, PREVIOUS, TOKEN, USER
 from .providers.base import DEAD_FIELD, FORWARD_FIELD, Change, Outcome, Record, apply_change
 
 if t.TYPE_CHECKING:
@@ -310,6 +310,9 @@ class Rotation:
         new_sid = t.cast(str, session.next_sid)
         new_key = store_key(new_sid)
         old_sid, old_key = session.sid, t.cast(str, session.key)
+        # A bound session's new key joins the user's index before anything
+        # can create its record (see flask_gosession.users).
+        manager.users.before_move(session, new_sid, now)
         for _ in range(MAX_HOPS):
             mark: dict[str, t.Any] = {FORWARD_FIELD: seal_forward(old_sid, new_sid), FORWARD_AT: now}
             if not privilege:
@@ -344,7 +347,8 @@ class Rotation:
                              previous=None if privilege else old_key)
         if privilege:
             previous = frozen.meta.get(PREVIOUS)
-            manager.store.init(new_key, moved)
+            if not manager.store.create(new_key, moved):
+                return False  # killed before it was written (an eviction): never overwrite that
             if manager.store.read(old_key, now) is None:  # a logout won the race
                 manager.store.destroy(new_key)
                 return False
@@ -413,11 +417,14 @@ class Rotation:
         now = manager.clock()
         tombstone = Change(meta={DEAD_FIELD: 1}, atime=now)
         hops = self.walk(sid, key, None, now, judge=False, build=False, limit=MAX_CHAIN)
+        bound: list[tuple[str, Record]] = []
         try:
             for hop in hops:
                 outcome = store.update(hop.key, tombstone)
                 record = store.read(hop.key, now, raw=True)
                 hop.record = record if outcome is Outcome.FORWARDED else None
+                if record is not None and USER in record.meta:
+                    bound.append((hop.key, record))
                 earlier = record.meta.get(PREVIOUS) if record is not None else previous
                 # The id it replaced goes first: while this record's tombstone
                 # stands, nobody can rebuild it from that id's forward, and
@@ -431,6 +438,8 @@ class Rotation:
                     signals.session_destroyed.send(manager.app(), sid_hash=label(hop.key), reason=reason)
         except CorruptRecordError as err:
             log.warning("stopped destroying the forward chain of %s: %s", label(key), err)
+        if bound:
+            manager.users.destroyed(bound)  # their keys leave the index only now
 
     def reuse_detected(self, reuse: Reused) -> None:
         """A rotated-out id came back after its grace window: signal it and,

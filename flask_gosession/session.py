@@ -12,7 +12,7 @@ import typing as t
 from flask.sessions import SessionMixin
 
 from .ids import SID_PATTERN
-from .meta import PERMANENT, TOKEN
+from .meta import PERMANENT, TOKEN, USER
 
 if t.TYPE_CHECKING:
     from flask import Request
@@ -121,6 +121,9 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
     _undo: tuple[t.Any, ...] | None = None
     #: The request whose cookie names the session, until it is read.
     _request: t.Any = None
+    #: The id whose key is already in the user's index for this request
+    #: (set by binding and by a rotation of a bound session).
+    indexed_as: str | None = None
 
     def __init__(self, manager: Manager, presented: str | None = None, via_url: bool = False,
                  *, request: Request | None = None) -> None:
@@ -149,6 +152,9 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
     meta: dict[str, t.Any]
     #: Internal fields changed by this request; ``None`` deletes one.
     meta_changes: dict[str, t.Any]
+    #: ``(user, store key)`` pairs to remove from users' indexes once the
+    #: response is saved (an unbinding).
+    unindex: list[tuple[str, str]]
 
     @property
     def presented(self) -> str | None:
@@ -287,6 +293,7 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         self.next_sid = None
         self.reissue = False
         self.refused = True
+        self.indexed_as = None
         self.set_identity(None, None)
         for key, value in kept.items():
             self[key] = value
@@ -330,6 +337,14 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         with their current values, read without being tracked."""
         return {k: dict.__getitem__(self, k) for k in self.changed_keys()}
 
+    @property
+    def user_id(self) -> str | None:
+        """The user this session is bound to (:func:`~flask_gosession.login_user_session`),
+        or ``None``. Always a string, as Flask-Login's ``get_id()`` is."""
+        self._ensure()
+        user = self.meta.get(USER)
+        return user if isinstance(user, str) else None
+
     # -- Flask's SessionMixin ---------------------------------------------
 
     @property
@@ -368,6 +383,7 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
             self.read_keys = set()
             self.meta = {}
             self.meta_changes = {}
+            self.unindex = []
             self.loaded = True
             self.accessed = True
             self._manager.load(self)

@@ -42,7 +42,12 @@ DEFAULTS: dict[str, t.Any] = {
     "GOSESSION_BIND_USER_AGENT": False,
     "GOSESSION_URL_REWRITE": False,
     "GOSESSION_FLASK_LOGIN": False,
+    "GOSESSION_MAX_SESSIONS_PER_USER": None,
+    "GOSESSION_SESSION_LIMIT_POLICY": "evict",
 }
+
+#: What a login over ``GOSESSION_MAX_SESSIONS_PER_USER`` does.
+LIMIT_POLICIES = ("evict", "refuse")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,10 @@ class Settings:
     bind_user_agent: bool
     url_rewrite: bool
     flask_login: bool
+    #: The most sessions one user may have, or ``None``.
+    max_sessions_per_user: int | None = None
+    #: ``"evict"`` (sign out the oldest) or ``"refuse"`` (refuse the login).
+    session_limit_policy: str = "evict"
 
 
 def _number(config: t.Any, key: str, *, optional: bool = False,
@@ -188,7 +197,38 @@ def load_settings(app: Flask) -> Settings:
         bind_user_agent=_flag(config, "GOSESSION_BIND_USER_AGENT"),
         url_rewrite=_flag(config, "GOSESSION_URL_REWRITE"),
         flask_login=_flag(config, "GOSESSION_FLASK_LOGIN"),
+        max_sessions_per_user=_session_limit(config),
+        session_limit_policy=_limit_policy(config),
     )
+
+
+def _session_limit(config: t.Any) -> int | None:
+    """``GOSESSION_MAX_SESSIONS_PER_USER``: a positive integer or ``None``."""
+    key = "GOSESSION_MAX_SESSIONS_PER_USER"
+    value = config[key]
+    if coerce.is_none(value):
+        config[key] = None
+        return None
+    try:
+        parsed = coerce.number(value, integer=True)
+    except ValueError:
+        parsed = 0
+    if isinstance(value, bool) or parsed < 1:
+        raise ConfigError(f"{key} must be a positive integer (sessions per user) or None, got {value!r}")
+    config[key] = parsed
+    return int(parsed)
+
+
+def _limit_policy(config: t.Any) -> str:
+    key = "GOSESSION_SESSION_LIMIT_POLICY"
+    value = config[key]
+    if not isinstance(value, str) or value.strip().lower() not in LIMIT_POLICIES:
+        raise ConfigError(
+            f'{key} must be "evict" (sign out the oldest session) or "refuse" '
+            f"(refuse the new login), got {value!r}"
+        )
+    config[key] = policy = value.strip().lower()
+    return policy
 
 
 def warn_unknown_keys(config: t.Mapping[str, t.Any], known: t.Iterable[str]) -> list[str]:

@@ -16,7 +16,18 @@ from flask import (
     url_for,
 )
 
-from flask_gosession import GoSession, destroy, regenerate, rotate_sid, token_exempt
+from flask_gosession import (
+    GoSession,
+    SessionLimitReached,
+    destroy,
+    login_user_session,
+    logout_user_session,
+    regenerate,
+    revoke_user,
+    rotate_sid,
+    sessions_of,
+    token_exempt,
+)
 from flask_gosession.tokens import gosession_token_field
 
 
@@ -74,6 +85,35 @@ def make_app(config: dict[str, t.Any], clock: t.Callable[[], float], instance_pa
     async def login_async() -> str:
         session["user"] = request.form.get("user", "alice")
         return "logged in"
+
+    @app.get("/bind/<user>")
+    def bind(user: str) -> t.Any:
+        hold = float(request.args.get("hold", 0))
+        try:
+            login_user_session(user)
+        except SessionLimitReached as err:
+            return err.message, 409
+        session["user"] = user
+        if hold:
+            time.sleep(hold)
+        return "bound"
+
+    @app.get("/unbind")
+    def unbind() -> str:
+        logout_user_session()
+        return "unbound"
+
+    @app.get("/whoami")
+    def whoami() -> t.Any:
+        return jsonify(user=session.user_id, data=session.get("user"))  # type: ignore[attr-defined]
+
+    @app.get("/devices/<user>")
+    def devices(user: str) -> t.Any:
+        return jsonify([[d.handle, d.browser, d.os, d.address, d.current] for d in sessions_of(user)])
+
+    @app.get("/revoke-others/<user>")
+    def revoke_others(user: str) -> t.Any:
+        return jsonify(revoked=revoke_user(user, keep_current=True))
 
     @app.get("/regenerate")
     def regen() -> str:

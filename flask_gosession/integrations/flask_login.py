@@ -3,13 +3,17 @@
 Enable it with ``GOSESSION_FLASK_LOGIN = True`` (before ``GoSession(app)``)
 or call :func:`install` after ``GoSession(app)``. Then:
 
-* ``login_user()``, a login from the remember-me cookie and
-  ``confirm_login()`` (a fresh re-authentication) rotate the session id,
-  as :func:`~flask_gosession.regenerate` does: a privilege change, so an id
-  planted before the login never gains the user's privileges;
+* ``login_user()`` and a login from the remember-me cookie bind the
+  session to the user (:func:`~flask_gosession.login_user_session`): the
+  id rotates, a privilege change, so an id planted before the login never
+  gains the user's privileges, and the session joins the user's index
+  (:func:`~flask_gosession.sessions_of`, the revocations, the per-user
+  limit, whose ``SessionLimitReached`` then comes out of ``login_user``);
+* ``confirm_login()`` (a fresh re-authentication) rotates the id, as
+  :func:`~flask_gosession.regenerate` does;
 * ``logout_user()`` destroys the session, as
-  :func:`~flask_gosession.destroy` does, and Flask-Login still deletes the
-  remember-me cookie.
+  :func:`~flask_gosession.destroy` does, which also takes it out of the
+  user's index, and Flask-Login still deletes the remember-me cookie.
 
 So the app needs neither ``@rotate_sid`` on its login view nor ``destroy()``
 in its logout view (both remain harmless if present). ``login_user`` usually
@@ -22,9 +26,20 @@ import typing as t
 
 from ..errors import ConfigError
 from ..lifecycle import destroy, regenerate
+from ..users import login_user_session
 
 if t.TYPE_CHECKING:
     from flask import Flask
+
+
+def _login(sender: t.Any, user: t.Any = None, **extra: t.Any) -> None:
+    """A login (``login_user`` or the remember-me cookie): bind the session
+    to the user, which rotates its id."""
+    user_id = user.get_id() if user is not None else None
+    if user_id is None:
+        regenerate()
+    else:
+        login_user_session(user_id)
 
 
 def _rotate(sender: t.Any, **extra: t.Any) -> None:
@@ -52,7 +67,7 @@ def install(app: Flask) -> None:
         raise ConfigError(
             "GOSESSION_FLASK_LOGIN needs Flask-Login: pip install flask-login"
         ) from err
-    signals.user_logged_in.connect(_rotate, app)
-    signals.user_loaded_from_cookie.connect(_rotate, app)
+    signals.user_logged_in.connect(_login, app)
+    signals.user_loaded_from_cookie.connect(_login, app)
     signals.user_login_confirmed.connect(_rotate, app)
     signals.user_logged_out.connect(_destroy, app)

@@ -1,4 +1,5 @@
-"""``flask gosession``: garbage collection, statistics and clearing.
+"""``flask gosession``: garbage collection, statistics, clearing, and a
+user's sessions (``sessions USER``, ``revoke USER``).
 
 The contract for cron and scripts: exit status 0 means the store answered
 and the command did its job. A store failure (any
@@ -121,3 +122,65 @@ def clear_command(yes: bool) -> None:
     removed = _store("clear", provider.session_clear)
     click.echo(f"removed {removed if removed >= 0 else 'all'} session(s)")
     _note(provider)
+
+
+def _check_user(user: str) -> None:
+    from .users import normalise_user_id
+
+    try:
+        normalise_user_id(user)
+    except TypeError as err:
+        raise click.BadParameter(str(err), param_hint="USER") from None
+
+
+def _when(moment: t.Any) -> str:
+    return str(moment.strftime("%Y-%m-%d %H:%M:%S UTC"))
+
+
+@gosession_cli.command("sessions")
+@click.argument("user")
+def sessions_command(user: str) -> None:
+    """List the live sessions of USER (a user id, as the app binds it),
+    newest first: handle, signed in, last seen, browser, OS, network."""
+    manager = _manager()
+    _check_user(user)
+    devices = _store("sessions", manager.users.sessions_of, user)
+    if not devices:
+        click.echo(f"no live sessions for user {user!r}")
+        _note(manager.provider)
+        return
+    rows = [("HANDLE", "SIGNED IN", "LAST SEEN", "BROWSER", "OS", "NETWORK")]
+    rows += [(d.handle, _when(d.created), _when(d.last_seen), d.browser, d.os, d.address or "-")
+             for d in devices]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    _note(manager.provider)
+
+
+@gosession_cli.command("revoke")
+@click.argument("user")
+@click.option("--handle", "handle", metavar="H", help="Sign out the one session with this handle.")
+@click.option("--all", "everything", is_flag=True, help="Sign out every session of USER.")
+@click.option("--others-of", "others_of", metavar="H",
+              help="Sign out every session of USER but the one with this handle.")
+def revoke_command(user: str, handle: str | None, everything: bool, others_of: str | None) -> None:
+    """Sign out sessions of USER: one device (--handle), all (--all), or
+    all but one (--others-of). Exactly one of the three is required."""
+    chosen = [name for name, value in (("--handle", handle), ("--all", everything),
+                                       ("--others-of", others_of)) if value]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --handle H, --all or --others-of H")
+    users = _manager().users
+    _check_user(user)
+    if handle is not None:
+        revoked = _store("revoke", users.revoke, user, lambda e: e.handle == handle)
+        if not revoked:
+            raise click.ClickException(f"revoke failed: user {user!r} has no live session {handle!r}")
+    else:
+        keep = others_of
+        if keep is not None and not any(d.handle == keep for d in _store("revoke", users.sessions_of, user)):
+            raise click.ClickException(f"revoke failed: user {user!r} has no live session {keep!r} to keep")
+        revoked = _store("revoke", users.revoke, user, lambda e: e.handle != keep)
+    click.echo(f"signed out {revoked} session(s) of user {user!r}")
+    _note(_manager().provider)

@@ -280,12 +280,14 @@ class Users:
 
     # -- killing by store key ------------------------------------------------
 
-    def kill(self, key: str, reason: str) -> bool:
+    def kill(self, key: str, reason: str | None) -> bool:
         """Make the session stored under ``key`` unusable, for ever: it is
         replaced by a tombstone, and a key with no record yet gets one
         created, so that the record can never be written. The id it
         replaced by age dies too.
 
+        :param reason: for ``session_destroyed``; ``None`` sends nothing
+            (pruning sessions that had already expired).
         :returns: whether a live session was destroyed.
         """
         store = self.manager.store
@@ -304,7 +306,9 @@ class Users:
                 store.destroy(earlier)
             store.init(key, tombstone)
             if live and FORWARD_FIELD not in record.meta:
-                signals.session_destroyed.send(self.manager.app(), sid_hash=label(key), reason=reason)
+                if reason is not None:
+                    signals.session_destroyed.send(self.manager.app(), sid_hash=label(key),
+                                                   reason=reason)
                 return True
             return False
         return False
@@ -354,7 +358,7 @@ class Users:
         live, dead = self._live(user, entries, now)
         if dead:
             for entry in dead:
-                self.kill(entry.key, "expired")
+                self.kill(entry.key, None)
             self._write(user, IndexWrite(remove=frozenset(e.key for e in dead)), now)
         return live
 

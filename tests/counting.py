@@ -10,7 +10,7 @@ import typing as t
 from flask_gosession.providers.base import Change, Outcome, Provider, Record
 
 OPERATIONS = ("session_init", "session_create", "session_read", "session_update", "session_touch",
-              "session_destroy", "session_gc")
+              "session_destroy", "session_gc", "index_write", "index_read", "session_peek")
 
 
 class CountingProvider(Provider):
@@ -21,6 +21,7 @@ class CountingProvider(Provider):
         self.calls: collections.Counter[str] = collections.Counter()
         self.touches_on_read = inner.touches_on_read  # type: ignore[misc]
         self.native_ttl = inner.native_ttl  # type: ignore[misc]
+        self.user_index = inner.user_index  # type: ignore[misc]
 
     @property  # type: ignore[override]
     def clock(self) -> t.Callable[[], float]:
@@ -63,6 +64,18 @@ class CountingProvider(Provider):
     def session_gc(self, max_lifetime: int) -> int:
         self.calls["session_gc"] += 1
         return self.inner.session_gc(max_lifetime)
+
+    def index_write(self, user: str, write: t.Any, now: float) -> t.Any:
+        self.calls["index_write"] += 1
+        return self.inner.index_write(user, write, now)
+
+    def index_read(self, user: str, now: float) -> t.Any:
+        self.calls["index_read"] += 1
+        return self.inner.index_read(user, now)
+
+    def session_peek(self, keys: t.Sequence[str], now: float) -> t.Any:
+        self.calls["session_peek"] += 1
+        return self.inner.session_peek(keys, now)
 
     def session_count(self) -> int | None:
         return self.inner.session_count()

@@ -229,6 +229,67 @@ def test_two_clients_have_independent_sessions(tmp_path):
     assert me(bob) == {"user": "bob", "fresh": True, "note": None}
 
 
+# -- users and their devices through Flask-Login -------------------------------------
+
+
+def devices(app: Flask, user: str) -> list[t.Any]:
+    from flask_gosession import sessions_of
+
+    with app.app_context():
+        return sessions_of(user)
+
+
+def test_login_user_binds_and_logout_user_unbinds(tmp_path):
+    app = make_app(tmp_path, integration=True)
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    laptop.post("/login/alice?remember=1")
+    assert len(devices(app, "alice")) == 2
+    laptop.post("/logout")
+    assert len(devices(app, "alice")) == 1
+    assert me(phone)["user"] == "alice"
+
+
+def test_a_remember_me_login_joins_the_device_list(tmp_path):
+    """A session created from the remember-me cookie is bound too, so "sign
+    out everywhere" reaches it."""
+    app = make_app(tmp_path, integration=True)
+    first = app.test_client()
+    first.post("/login/alice?remember=1")
+    second = app.test_client()
+    second.set_cookie(REMEMBER, first.get_cookie(REMEMBER).value)
+    assert me(second)["user"] == "alice"
+    assert len(devices(app, "alice")) == 2
+
+
+def test_revoke_user_signs_flask_login_users_out(tmp_path):
+    from flask_gosession import revoke_user
+
+    app = make_app(tmp_path, integration=True)
+    clients = [app.test_client() for _ in range(3)]
+    for client in clients:
+        client.post("/login/alice")
+    with app.app_context():
+        assert revoke_user("alice") == 3
+    assert [me(c)["user"] for c in clients] == [None, None, None]
+    assert clients[0].get("/private").status_code == 401
+
+
+def test_a_refused_login_raises_from_login_user_and_changes_nothing(tmp_path):
+    app = make_app(tmp_path, integration=True, GOSESSION_MAX_SESSIONS_PER_USER=1,
+                   GOSESSION_SESSION_LIMIT_POLICY="refuse")
+    first, second = app.test_client(), app.test_client()
+    first.post("/login/alice")
+    second.get("/note/mine")
+    before = cookie_value(second)
+    response = second.post("/login/alice?remember=1")
+    assert response.status_code == 409 and b"signed in on 1 device" in response.data
+    assert REMEMBER not in response.headers.get("Set-Cookie", "")
+    assert cookie_value(second) == before
+    assert me(second) == {"user": None, "fresh": False, "note": "mine"}
+    assert me(first)["user"] == "alice"
+
+
 def test_integration_can_be_installed_by_hand_once(tmp_path):
     app = make_app(tmp_path, integration=False)
     install(app)

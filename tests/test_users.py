@@ -430,3 +430,108 @@ def test_memcached_refuses_a_session_limit_at_init(backend_memcached, clock, tmp
 
     with pytest.raises(ConfigError, match="GOSESSION_MAX_SESSIONS_PER_USER"):
         make_app({**backend_memcached, "GOSESSION_MAX_SESSIONS_PER_USER": 3}, clock, str(tmp_path))
+
+
+# -- the command line --------------------------------------------------------------
+
+
+def test_cli_lists_and_revokes_a_users_sessions(app, clock):
+    phone = login(app, agent=SAFARI_IOS, addr="198.51.100.20")
+    clock.advance(1)
+    laptop = login(app, agent=FIREFOX)
+    clock.advance(1)
+    desktop = login(app, agent=EDGE)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["gosession", "sessions", "alice"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["HANDLE", "SIGNED", "IN", "LAST", "SEEN", "BROWSER", "OS", "NETWORK"]
+    assert ["Edge 126" in lines[1], "Firefox 128" in lines[2], "Safari 17" in lines[3]] == [True] * 3
+    assert "198.51.100.0/24" in lines[3]
+    handles = [line.split()[0] for line in lines[1:4]]
+
+    result = runner.invoke(args=["gosession", "revoke", "alice", "--handle", handles[2]])
+    assert result.exit_code == 0 and "signed out 1 session" in result.output, result.output
+    assert who(phone) is None and who(laptop) == "alice"
+
+    result = runner.invoke(args=["gosession", "revoke", "alice", "--others-of", handles[0]])
+    assert result.exit_code == 0 and "signed out 1 session" in result.output, result.output
+    assert who(laptop) is None and who(desktop) == "alice"
+
+    result = runner.invoke(args=["gosession", "revoke", "alice", "--all"])
+    assert result.exit_code == 0 and "signed out 1 session" in result.output, result.output
+    assert who(desktop) is None
+    result = runner.invoke(args=["gosession", "sessions", "alice"])
+    assert result.exit_code == 0 and "no live sessions" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["revoke", "alice"], "exactly one of"),
+    (["revoke", "alice", "--all", "--handle", "x"], "exactly one of"),
+    (["revoke", "alice", "--handle", "nope"], "no live session 'nope'"),
+    (["revoke", "alice", "--others-of", "nope"], "no live session 'nope' to keep"),
+    (["sessions", "x" * 300], "1 to 256 characters"),
+])
+def test_cli_refuses_bad_revocations_clearly(app, args, message):
+    login(app)
+    result = app.test_cli_runner().invoke(args=["gosession", *args])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert "Traceback" not in result.output
+    with app.app_context():
+        assert len(sessions_of("alice")) == 1  # nothing was revoked
+
+
+# -- the interleavings, made to happen -------------------------------------------------
+
+
+def test_a_rotation_between_the_revocations_read_and_its_kill_is_caught(app, clock):
+    """The worst order for a revocation: it reads the index, then a rotation
+    adds its new key, marks the old record, builds and checks the new one,
+    and only then does the revocation kill the old key. The revocation's
+    next read of the index finds the new key: nothing survives."""
+    client = login(app)
+    manager = app.extensions["gosession"]
+    provider = manager.provider
+    real_read = provider.index_read
+    rotated: list[str] = []
+
+    def read_then_rotate(user: str, now: float) -> t.Any:
+        entries = real_read(user, now)
+        if not rotated:
+            clock.advance(ROTATE_AFTER + 1)
+            assert who(client) == "alice"  # this request rotates the id by age
+            rotated.append(sid_of(client))
+        return entries
+
+    provider.index_read = read_then_rotate  # type: ignore[method-assign]
+    try:
+        with app.app_context():
+            assert revoke_user("alice") == 1
+    finally:
+        del provider.index_read
+    assert rotated and who(client) is None and who_holds(app, rotated[0]) is None
+    with app.app_context():
+        assert sessions_of("alice") == []
+
+
+@pytest.mark.parametrize("app_config", [{"GOSESSION_MAX_SESSIONS_PER_USER": 1}])
+@pytest.mark.parametrize("stored_before", [True, False])
+def test_a_login_evicted_before_its_record_is_written_stays_signed_out(app, stored_before):
+    """Login A has added its key to the index and is still in its view when
+    login B evicts it: A's record must never be written over the tombstone,
+    or the user would hold two sessions with a limit of one."""
+    with serve(app) as port:
+        anonymous = request(port, "/set/cart/1")[2] if stored_before else None
+        done: list[t.Any] = []
+        slow = threading.Thread(target=lambda: done.append(
+            request(port, "/bind/alice?hold=0.4", anonymous)))
+        slow.start()
+        time.sleep(0.15)  # A has bound (its key is in the index) and holds
+        second = request(port, "/bind/alice")
+        assert second[0] == 200
+        slow.join(30)
+        first = done[0]
+        assert bound_user(port, second[2]) == "alice"
+        assert first[2] is None or bound_user(port, first[2]) is None
+        with app.app_context():
+            assert len(sessions_of("alice")) == 1

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import typing as t
 
-from ..errors import ConfigError
+from flask import session
+
+from ..errors import ConfigError, SessionLimitReached
 from ..lifecycle import destroy, regenerate
 from ..users import login_user_session
 
@@ -32,14 +34,33 @@ if t.TYPE_CHECKING:
     from flask import Flask
 
 
+#: The keys Flask-Login writes into the session at a login.
+LOGIN_KEYS = ("_user_id", "_fresh", "_id", "_remember", "_remember_seconds")
+
+
 def _login(sender: t.Any, user: t.Any = None, **extra: t.Any) -> None:
     """A login (``login_user`` or the remember-me cookie): bind the session
-    to the user, which rotates its id."""
+    to the user, which rotates its id.
+
+    Flask-Login has already written the login into the session when it
+    sends the signal. If the per-user limit refuses the login, that is
+    undone and the request's session changes are discarded, so the client
+    stays exactly as it was (no login, no remember-me cookie), and
+    :class:`~flask_gosession.errors.SessionLimitReached` comes out of
+    ``login_user()``.
+    """
     user_id = user.get_id() if user is not None else None
     if user_id is None:
         regenerate()
-    else:
+        return
+    try:
         login_user_session(user_id)
+    except SessionLimitReached:
+        current = session._get_current_object()  # type: ignore[attr-defined]
+        for key in LOGIN_KEYS:
+            current.pop(key, None)
+        current.discard_changes()
+        raise
 
 
 def _rotate(sender: t.Any, **extra: t.Any) -> None:

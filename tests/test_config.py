@@ -48,6 +48,13 @@ from flask_gosession.settings import DEFAULTS
         ("GOSESSION_SERIALIZER", None),
         ("GOSESSION_BIND_USER_AGENT", 1.0),
         ("GOSESSION_URL_REWRITE", "enabled"),
+        ("GOSESSION_MAX_SESSIONS_PER_USER", 0),
+        ("GOSESSION_MAX_SESSIONS_PER_USER", -3),
+        ("GOSESSION_MAX_SESSIONS_PER_USER", "three"),
+        ("GOSESSION_MAX_SESSIONS_PER_USER", True),
+        ("GOSESSION_MAX_SESSIONS_PER_USER", 2.5),
+        ("GOSESSION_SESSION_LIMIT_POLICY", "oldest"),
+        ("GOSESSION_SESSION_LIMIT_POLICY", None),
     ],
 )
 def test_bad_value_names_key_and_value(key, value):
@@ -120,6 +127,9 @@ def test_app_factory_pattern_and_two_apps():
         ("GOSESSION_BIND_USER_AGENT", "on", True),
         ("GOSESSION_URL_REWRITE", "off", False),
         ("GOSESSION_REVOKE_ON_REUSE", "false", False),
+        ("GOSESSION_MAX_SESSIONS_PER_USER", "3", 3),
+        ("GOSESSION_MAX_SESSIONS_PER_USER", "none", None),
+        ("GOSESSION_SESSION_LIMIT_POLICY", " Refuse ", "refuse"),
     ],
 )
 def test_strings_from_the_environment_are_accepted_and_normalised(key, raw, expected):

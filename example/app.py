@@ -29,10 +29,22 @@ from flask_gosession import (
     sessions_of,
 )
 
+if t.TYPE_CHECKING:
+    from flask_gosession.session import ServerSession
+
 gosession = GoSession()
 
 #: The longest user name the login form accepts.
 MAX_NAME = 64
+
+
+def signed_in_user() -> str | None:
+    """The user this session is bound to (``session.user_id``), or ``None``.
+
+    A function only because ``flask.session`` is typed as Flask's
+    ``SessionMixin``, which has no ``user_id``.
+    """
+    return t.cast("ServerSession", session).user_id
 
 
 def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
@@ -53,7 +65,7 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
     def index() -> str:
         # The Go chapter's counter: one more on every page load.
         session["countnum"] = session.get("countnum", 0) + 1
-        return render_template("index.html", user=session.user_id, count=session["countnum"])
+        return render_template("index.html", user=signed_in_user(), count=session["countnum"])
 
     @app.get("/login")
     def login_form() -> str:
@@ -84,23 +96,26 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
 
     @app.get("/devices")
     def devices() -> t.Any:
-        if session.user_id is None:
+        user = signed_in_user()
+        if user is None:
             flash("Log in to see your devices.")
             return redirect(url_for("login_form"))
-        return render_template("devices.html", devices=sessions_of(session.user_id))
+        return render_template("devices.html", devices=sessions_of(user))
 
     @app.post("/devices/<handle>/sign-out")
     def sign_out_device(handle: str) -> t.Any:
         # This device's own button posts to /logout instead (see devices.html).
-        if session.user_id is not None:
-            signed_out = revoke_session(session.user_id, handle)
+        user = signed_in_user()
+        if user is not None:
+            signed_out = revoke_session(user, handle)
             flash("That device is signed out." if signed_out else "That device was already signed out.")
         return redirect(url_for("devices"))
 
     @app.post("/devices/sign-out-others")
     def sign_out_others() -> t.Any:
-        if session.user_id is not None:
-            count = revoke_user(session.user_id, keep_current=True)
+        user = signed_in_user()
+        if user is not None:
+            count = revoke_user(user, keep_current=True)
             flash(f"Signed out {count} other device{'' if count == 1 else 's'}.")
         return redirect(url_for("devices"))
 

@@ -2,8 +2,10 @@
 
 The example (``example/app.py``) runs on a threaded werkzeug server bound
 to 127.0.0.1, and Chromium, driven by Playwright, logs in through the form,
-counts page loads, logs out, and plays the Go chapter's cookie-theft
-scenario with a second browser context. Time is a :class:`FakeClock`
+counts page loads, logs out, plays the Go chapter's cookie-theft
+scenario with a second browser context, and signs browsers out of each
+other from the "Your devices" page (two and three contexts, each its own
+cookie jar). Time is a :class:`FakeClock`
 injected into the example's ``gosession`` object: rotation and the grace
 window are reached by advancing it, never by sleeping.
 
@@ -256,10 +258,12 @@ def signed_out(tab: t.Any, name: str) -> None:
     expect(tab.page.locator(".flash")).to_have_text("Log in to see your devices.", timeout=TIMEOUT)
 
 
-def test_devices_page_signs_out_another_browser(chromium: t.Any, run_example: t.Callable[..., int]) -> None:
+def test_devices_page_signs_out_another_browser(chromium: t.Any, run_example: t.Callable[..., int],
+                                               clock: FakeClock) -> None:
     port = run_example()
     with captured() as seen, loopback(chromium, port) as a, loopback(chromium, port) as b:
         log_in(a.page)
+        clock.advance(60)  # B signs in a minute later: listed first, newest first
         log_in(b.page)
         b_cookie = b.cookie()
         assert b_cookie is not None
@@ -274,7 +278,7 @@ def test_devices_page_signs_out_another_browser(chromium: t.Any, run_example: t.
             assert row.locator(".os").inner_text() == "Linux"
             assert row.locator(".address").inner_text() == "127.0.0.0/24"
             assert row.locator(".last-seen").inner_text().endswith(" UTC")
-        # B's row is the one A did not mark: the newest login, listed first.
+        # B's row is the one A did not mark: the newer login, listed first.
         other = a.page.locator("#devices tr.device:not(.current)")
         expect(other).to_have_count(1, timeout=TIMEOUT)
         assert rows.first.get_attribute("data-handle") == other.get_attribute("data-handle")

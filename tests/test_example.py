@@ -7,6 +7,7 @@ import pathlib
 import re
 
 import pytest
+
 from backends import ALL_BACKENDS
 
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "example" / "app.py"

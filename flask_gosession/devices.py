@@ -32,6 +32,7 @@ _BROWSERS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("Vivaldi", r"\bVivaldi/(\d+)"),
         ("Yandex Browser", r"\bYaBrowser/(\d+)"),
         ("Firefox", r"\b(?:Firefox|FxiOS)/(\d+)"),
+        ("Headless Chrome", r"\bHeadlessChrome/(\d+)"),  # automation, not a person's browser
         ("Chrome", r"\b(?:Chrome|CriOS)/(\d+)"),
         ("Chromium", r"\bChromium/(\d+)"),
         ("Safari", r"\bVersion/(\d+)[.\d]* (?:Mobile/\S+ )?Safari/"),

@@ -2,8 +2,10 @@
 
 The example (``example/app.py``) runs on a threaded werkzeug server bound
 to 127.0.0.1, and Chromium, driven by Playwright, logs in through the form,
-counts page loads, logs out, and plays the Go chapter's cookie-theft
-scenario with a second browser context. Time is a :class:`FakeClock`
+counts page loads, logs out, plays the Go chapter's cookie-theft
+scenario with a second browser context, and signs browsers out of each
+other from the "Your devices" page (two and three contexts, each its own
+cookie jar). Time is a :class:`FakeClock`
 injected into the example's ``gosession`` object: rotation and the grace
 window are reached by advancing it, never by sleeping.
 
@@ -233,3 +235,100 @@ def test_stolen_cookie_dies_after_rotation_and_grace(chromium: t.Any, run_exampl
         assert count(victim.page) == 1
         assert victim.cookie()["value"] != rotated["value"]  # type: ignore[index]
         screenshot(victim.page, "hijack-5-victim-revoked")
+
+
+# -- "Your devices": one browser signs the others out ------------------------------
+
+
+def devices(page: t.Any) -> t.Any:
+    """Open "Your devices" from the navigation; return its rows."""
+    page.click("#nav-devices")
+    expect(page).to_have_title("Your devices", timeout=TIMEOUT)
+    return page.locator("#devices tr.device")
+
+
+def signed_out(tab: t.Any, name: str) -> None:
+    """The tab's next page shows it signed out, and it cannot reach the devices page."""
+    tab.page.goto("/")
+    greeting(tab.page, "Hello, guest")
+    assert count(tab.page) == 1  # a fresh, empty session
+    assert tab.page.locator("#nav-devices").count() == 0
+    screenshot(tab.page, name)
+    tab.page.goto("/devices")
+    expect(tab.page.locator(".flash")).to_have_text("Log in to see your devices.", timeout=TIMEOUT)
+
+
+def test_devices_page_signs_out_another_browser(chromium: t.Any, run_example: t.Callable[..., int],
+                                               clock: FakeClock) -> None:
+    port = run_example()
+    with captured() as seen, loopback(chromium, port) as a, loopback(chromium, port) as b:
+        log_in(a.page)
+        clock.advance(60)  # B signs in a minute later: listed first, newest first
+        log_in(b.page)
+        b_cookie = b.cookie()
+        assert b_cookie is not None
+
+        rows = devices(a.page)
+        expect(rows).to_have_count(2, timeout=TIMEOUT)
+        current = a.page.locator("#devices tr.device.current")
+        expect(current).to_have_count(1, timeout=TIMEOUT)
+        expect(current.locator(".this-device")).to_have_text("This device", timeout=TIMEOUT)
+        for row in rows.all():
+            assert row.locator(".browser").inner_text().startswith("Headless Chrome ")
+            assert row.locator(".os").inner_text() == "Linux"
+            assert row.locator(".address").inner_text() == "127.0.0.0/24"
+            assert row.locator(".last-seen").inner_text().endswith(" UTC")
+        # B's row is the one A did not mark: the newer login, listed first.
+        other = a.page.locator("#devices tr.device:not(.current)")
+        expect(other).to_have_count(1, timeout=TIMEOUT)
+        assert rows.first.get_attribute("data-handle") == other.get_attribute("data-handle")
+        screenshot(a.page, "devices-before")
+
+        # B, meanwhile, sees the same two sessions, the other one marked.
+        devices(b.page)
+        mine = b.page.locator("#devices tr.device.current").get_attribute("data-handle")
+        assert mine == other.get_attribute("data-handle")
+        screenshot(b.page, "devices-b-before")
+
+        # A signs B out with B's button (a POST carrying A's token).
+        other.locator("button.sign-out").click()
+        expect(a.page.locator(".flash")).to_have_text("That device is signed out.", timeout=TIMEOUT)
+        expect(rows).to_have_count(1, timeout=TIMEOUT)
+        expect(a.page.locator("#devices tr.device.current")).to_have_count(1, timeout=TIMEOUT)
+        assert a.page.locator("#sign-out-others").count() == 0  # nothing else to sign out
+        screenshot(a.page, "devices-after-revoke")
+        assert [s["reason"] for s in named(seen, "session_destroyed")] == ["revoked"]
+
+        # B still holds its cookie, but it opens nothing any more.
+        assert b.cookie()["value"] == b_cookie["value"]  # type: ignore[index]
+        signed_out(b, "device-b-signed-out")
+
+        # A is still signed in.
+        a.page.goto("/")
+        greeting(a.page, "Hello, gopher")
+
+
+def test_sign_out_everywhere_else(chromium: t.Any, run_example: t.Callable[..., int]) -> None:
+    port = run_example()
+    with loopback(chromium, port) as a, loopback(chromium, port) as b, loopback(chromium, port) as c:
+        for tab in (a, b, c):
+            log_in(tab.page)
+        expect(devices(b.page)).to_have_count(3, timeout=TIMEOUT)
+        screenshot(b.page, "devices-everywhere-before")
+
+        b.page.click("#sign-out-others")
+        expect(b.page.locator(".flash")).to_have_text("Signed out 2 other devices.", timeout=TIMEOUT)
+        rows = b.page.locator("#devices tr.device")
+        expect(rows).to_have_count(1, timeout=TIMEOUT)
+        assert rows.first.get_attribute("class") == "device current"
+        screenshot(b.page, "devices-everywhere-after")
+
+        signed_out(a, "device-a-signed-out-everywhere")
+        signed_out(c, "device-c-signed-out-everywhere")
+        b.page.goto("/")
+        greeting(b.page, "Hello, gopher")  # the one that clicked stays signed in
+        # Its own button signs it out too, through /logout.
+        devices(b.page).first.locator("button.sign-out").click()
+        greeting(b.page, "Hello, guest")
+        expect(b.page.locator(".flash")).to_have_text("You are logged out.", timeout=TIMEOUT)
+        screenshot(b.page, "devices-own-sign-out")

@@ -28,6 +28,9 @@ AGENTS = [
      "Chrome/126.0.0.0 Safari/537.36", "Chrome 126", "ChromeOS"),
     ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
      "Chrome/126.0.0.0 Safari/537.36 OPR/111.0.0.0", "Opera 111", "Windows"),
+    # What Playwright's headless Chromium sends (the browser tests' own devices).
+    ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+     "HeadlessChrome/156.0.0.0 Safari/537.36", "Headless Chrome 156", "Linux"),
     ("curl/8.5.0", "curl 8", "Unknown OS"),
     ("python-requests/2.32.3", "Python 2", "Unknown OS"),
     ("", "Unknown browser", "Unknown OS"),

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from flask import Flask
 
 from . import counting
-from .scenarios import add_views
+from .scenarios import INDEXED, SCENARIOS, add_user_views, add_views
 from .services import Services, Unavailable, drop_table
 
 
@@ -41,10 +41,39 @@ class Contender:
     provider_counter: counting.Counter | None = None
     closers: list[t.Callable[[], None]] = field(default_factory=list)
 
+    def unsupported(self, scenario: str) -> str | None:
+        """Why this contender does not run ``scenario``, or None if it does.
+
+        The user scenarios are flask-gosession's only; those that bind a
+        session run on every store with a per-user index
+        (:func:`index_missing`).
+        """
+        if scenario in SCENARIOS:
+            return None
+        if self.family != "gosession":
+            return "flask-gosession only"
+        if scenario in INDEXED:
+            return index_missing(self.app.extensions["gosession"].provider)
+        return None
+
     def close(self) -> None:
         for close in reversed(self.closers):
             close()
         self.closers.clear()
+
+
+def index_missing(provider: t.Any) -> str | None:
+    """Why ``provider`` cannot bind sessions to users, or None if it can:
+    its ``user_index`` is false (Memcached), or it still has the base
+    class's ``index_write``, which raises ``UserIndexUnsupported``."""
+    from flask_gosession.providers.base import Provider
+
+    name = type(provider).__name__
+    if not provider.user_index:
+        return f"{name} keeps no per-user index (user_index is False)"
+    if type(provider).index_write is Provider.index_write:
+        return f"{name} does not implement the per-user index (index_write)"
+    return None
 
 
 #: name -> (family, backend)
@@ -142,6 +171,7 @@ def _gosession(name: str, backend: str, services: Services) -> Contender:
     app.config.update(config)
     GoSession(app)
     add_views(app, uses_session=True)
+    add_user_views(app)
     manager = app.extensions["gosession"]
 
     def provider() -> t.Any:

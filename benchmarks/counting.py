@@ -15,7 +15,8 @@ counting pass, never while requests are timed. What one "call" is:
 * cachelib (Flask-Session's SimpleCache and FileSystemCache): one cache
   method (``get``, ``set``, ``delete`` ...);
 * flask-gosession's memory and file stores, which have no client: one
-  provider operation (``session_read``, ``session_update`` ...).
+  provider operation (``session_read``, ``session_update`` ...,
+  ``index_write`` and ``index_read`` of the per-user index).
 """
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ def cachelib_counter(get_cache: t.Callable[[], t.Any]) -> Counter:
 
 
 PROVIDER_METHODS = ("session_init", "session_create", "session_read", "session_update", "session_touch",
-                    "session_destroy", "session_gc")
+                    "session_destroy", "session_gc", "index_write", "index_read", "session_peek")
 
 
 def provider_counter(get_provider: t.Callable[[], t.Any]) -> Counter:

@@ -7,7 +7,7 @@ import typing as t
 from dataclasses import dataclass
 
 from .contenders import CONTENDERS, RIVALS
-from .scenarios import SCENARIOS
+from .scenarios import COUNTERPART, SCENARIOS, USER_SCENARIOS
 
 MB = 1024 * 1024
 
@@ -116,6 +116,36 @@ def store_calls_table(results: dict[str, t.Any]) -> str:
             row.append(value)
         rows.append(row)
     return table(["contender", *SCENARIOS], rows)
+
+
+def users_table(results: dict[str, t.Any]) -> str:
+    """The user scenarios (issue 13), each against the same contender's
+    unbound read and against its counterpart, by wall clock and by CPU
+    time; then why a contender did not run them."""
+    cells = results["cells"]
+    rows = []
+    for name in _order(cells):
+        for scenario in ("read", "untouched", *USER_SCENARIOS):
+            cell = cells[name].get(scenario)
+            if cell is None or not any(s in cells[name] for s in USER_SCENARIOS):
+                continue
+            pair = COUNTERPART.get(scenario)
+            rows.append([
+                name, scenario, cell["mean_us"], cell["p50_us"], cell.get("cpu_us"),
+                ratio(cell.get("wall_vs_read")), ratio(cell.get("cpu_vs_read")),
+                pair or "", ratio(cell.get("wall_vs_pair")), ratio(cell.get("cpu_vs_pair")),
+                calls(cell.get("store_calls")), calls(cell.get("provider_calls")),
+                "; ".join(sorted(set(cell.get("errors", [])))) or "",
+            ])
+    out = table(["contender", "scenario", "mean µs", "p50 µs", "CPU µs", "wall × read",
+                 "CPU × read", "vs", "wall × vs", "CPU × vs", "store calls", "provider ops",
+                 "errors"], rows) if rows else "No contender ran the user scenarios."
+    reasons = sorted({f"- {name}: {reason}" for name, skipped in results.get("not_run", {}).items()
+                      if CONTENDERS.get(name, ("",))[0] == "gosession"
+                      for reason in skipped.values()})
+    if reasons:
+        out += "\n\nNot run:\n\n" + "\n".join(reasons)
+    return out
 
 
 # -- level 2 --------------------------------------------------------------------
@@ -290,6 +320,12 @@ def full_report(results: dict[str, t.Any]) -> str:
                   "ratios (this contender's requests per second over the other's), the median "
                   "of the per-round ratios.", "", inprocess_tables(inproc),
                   "", "### Store round trips per request", "", store_calls_table(inproc)]
+        if any(s in c for c in inproc["cells"].values() for s in USER_SCENARIOS):
+            parts += ["", "### Users and their devices", "",
+                      "Costs against the same contender's unbound `read` and against the "
+                      "scenario in `vs`, timed in the same rounds: time ratios (above 1 "
+                      "costs more), medians of per-round ratios, by wall clock and by this "
+                      "thread's CPU time.", "", users_table(inproc)]
     http = results.get("http")
     if http:
         parts += ["", "## Over HTTP", ""]

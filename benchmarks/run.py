@@ -18,7 +18,7 @@ import typing as t
 from . import contenders as contenders_mod
 from . import inprocess, memory, overhttp, report
 from .contenders import CONTENDERS, RIVALS, SERVICE_OF
-from .scenarios import SCENARIOS
+from .scenarios import ALL_SCENARIOS, COUNTERPART, SCENARIOS, USER_SCENARIOS
 from .services import Services, Unavailable, start_services
 
 
@@ -31,8 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--contenders", default="*",
                         help="comma-separated names or globs (default: all): "
                         + ", ".join(CONTENDERS))
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help="comma-separated subset of " + ", ".join(SCENARIOS))
+    parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
+                        help="comma-separated subset of " + ", ".join(ALL_SCENARIOS)
+                        + " (the last four, in process and flask-gosession only)")
     parser.add_argument("--requests", type=int, default=None,
                         help="requests per in-process batch (default 200)")
     parser.add_argument("--rounds", type=int, default=None, help="in-process rounds (default 15)")
@@ -106,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = select(args.contenders)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    if not set(scenarios) <= set(SCENARIOS):
-        raise SystemExit(f"unknown scenarios: {', '.join(set(scenarios) - set(SCENARIOS))}")
+    if not set(scenarios) <= set(ALL_SCENARIOS):
+        raise SystemExit(f"unknown scenarios: {', '.join(set(scenarios) - set(ALL_SCENARIOS))}")
     command = "python -m benchmarks" + ("" if argv is None and len(sys.argv) <= 1 else
                                         " " + shlex.join(sys.argv[1:] if argv is None else argv))
     wanted_services = {SERVICE_OF[CONTENDERS[n][1]] for n in names if CONTENDERS[n][1] in SERVICE_OF}
@@ -152,12 +153,15 @@ def main(argv: list[str] | None = None) -> int:
 
         http_names = names if args.http_contenders is None else select(args.http_contenders)
         available = [n for n in http_names if n not in skipped and n in names]
-        if args.http_seconds > 0 and available:
-            log(f"over HTTP: {len(available)} contenders x {len(scenarios)} scenarios, "
+        # The user scenarios rotate the id on every request: wrk cannot
+        # give each request a fresh session, so they stay in process.
+        http_scenarios = [s for s in scenarios if s in SCENARIOS]
+        if args.http_seconds > 0 and available and http_scenarios:
+            log(f"over HTTP: {len(available)} contenders x {len(http_scenarios)} scenarios, "
                 f"{args.http_rounds} rounds of {args.http_seconds:g} s ...")
             level2 = overhttp.run(available, services, seconds=args.http_seconds,
                                   rounds=args.http_rounds, connections=args.http_connections,
-                                  scenarios=scenarios, progress=log)
+                                  scenarios=http_scenarios, progress=log)
             if level2.skipped:
                 log(f"  HTTP level skipped: {level2.skipped}")
             if services.postgres_url and any(CONTENDERS[n][1] == "postgresql" for n in available):
@@ -189,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         if level in results:
             results[level]["ratios"] = ratios(results[level])
             annotate(results[level])
+    if "inprocess" in results:
+        annotate_costs(results["inprocess"])
     text = report.full_report(results)
     print(text)
     if args.profile and results.get("profiles"):
@@ -213,11 +219,13 @@ def inprocess_dict(level: inprocess.InProcessResults, pinned: int | None) -> dic
     cells: dict[str, dict[str, t.Any]] = {}
     for (name, scenario), cell in level.cells.items():
         cells.setdefault(name, {})[scenario] = {
-            "mean_us": cell.mean, "p50_us": cell.p50, "round_means_us": cell.round_means,
-            "round_p50s_us": cell.round_p50s, "store_calls": cell.store_calls,
+            "mean_us": cell.mean, "p50_us": cell.p50, "cpu_us": cell.cpu,
+            "round_means_us": cell.round_means, "round_p50s_us": cell.round_p50s,
+            "round_cpus_us": cell.round_cpus, "store_calls": cell.store_calls,
             "provider_calls": cell.provider_calls, "errors": cell.errors,
         }
-    return {"requests": level.requests, "rounds": level.rounds, "pinned": pinned, "cells": cells}
+    return {"requests": level.requests, "rounds": level.rounds, "pinned": pinned, "cells": cells,
+            "not_run": level.not_run}
 
 
 def http_dict(level: overhttp.HTTPResults) -> dict[str, t.Any]:
@@ -271,6 +279,26 @@ def annotate(level: dict[str, t.Any]) -> None:
                 cell["vs_bare"] = table.get(f"{name}/bare/{scenario}")
             if name in RIVALS:
                 cell["vs_rival"] = table.get(f"{name}/{RIVALS[name]}/{scenario}")
+
+
+def annotate_costs(level: dict[str, t.Any]) -> None:
+    """Add to each user-scenario cell its cost against the same contender's
+    unbound read (``wall_vs_read``, ``cpu_vs_read``) and against its
+    counterpart (:data:`~.scenarios.COUNTERPART`: ``wall_vs_pair``,
+    ``cpu_vs_pair``): time ratios (above 1 costs more), each the median of
+    the per-round ratios, both sides timed in the same round of this process."""
+    for scenarios in level.get("cells", {}).values():
+        for scenario in USER_SCENARIOS:
+            cell = scenarios.get(scenario)
+            if cell is None:
+                continue
+            for suffix, other in (("read", scenarios.get("read")),
+                                  ("pair", scenarios.get(COUNTERPART[scenario]))):
+                for clock, key in (("wall", "round_means_us"), ("cpu", "round_cpus_us")):
+                    # _paired(..., per_request_time=False) divides ours by
+                    # theirs: a time ratio, not a throughput ratio.
+                    cell[f"{clock}_vs_{suffix}"] = (
+                        None if other is None else _paired(cell[key], other[key], False))
 
 
 # -- other measurements ------------------------------------------------------------

@@ -15,9 +15,27 @@ WSGI environs that drive them.
 
 The bare-Flask contender has the same routes but its views never use the
 session: it is the ceiling, what the request costs without sessions.
+
+flask-gosession contenders also run the :data:`USER_SCENARIOS` of issue 13
+(users and their devices), each on a session that holds the ``new``
+scenario's data:
+
+``rotate``
+    a privilege rotation (``regenerate()``), what a login costs without
+    binding: the comparison for ``bind``;
+``bind``
+    a login: ``login_user_session(user)`` (a rotation plus the index
+    write), a different user each time, so that no index grows during a
+    run;
+``read-bound``, ``untouched-bound``
+    the ``read`` and ``untouched`` views on a session bound to a user.
+
+``rotate`` and ``bind`` change the id, so each of their requests gets a
+fresh session (:data:`ONE_SHOT`).
 """
 from __future__ import annotations
 
+import itertools
 import secrets
 import typing as t
 
@@ -25,6 +43,21 @@ from flask import Flask, session
 from werkzeug.test import EnvironBuilder
 
 SCENARIOS = ("untouched", "read", "write", "new")
+#: flask-gosession only (see the module docs).
+USER_SCENARIOS = ("rotate", "bind", "read-bound", "untouched-bound")
+ALL_SCENARIOS = SCENARIOS + USER_SCENARIOS
+#: The user scenarios that need a store with a per-user index.
+INDEXED = frozenset({"bind", "read-bound", "untouched-bound"})
+#: Scenarios whose request changes the session id: one fresh session each.
+ONE_SHOT = frozenset({"rotate", "bind"})
+#: Scenarios run on a session bound to a user.
+BOUND = frozenset({"read-bound", "untouched-bound"})
+#: The view each scenario requests.
+PATHS = {**{s: f"/{s}" for s in SCENARIOS}, "rotate": "/rotate", "bind": "/bind",
+         "read-bound": "/read", "untouched-bound": "/untouched"}
+#: What each user scenario is compared with, besides the unbound read.
+COUNTERPART = {"rotate": "read", "bind": "rotate", "read-bound": "read",
+               "untouched-bound": "untouched"}
 
 #: What the ``new`` view stores: a small session.
 NEW_SESSION = {"user": "user-0042", "n": 0}
@@ -66,6 +99,23 @@ def add_views(app: Flask, *, uses_session: bool) -> None:
         @app.get("/new")
         def new() -> str:
             return "ok"
+
+
+def add_user_views(app: Flask) -> None:
+    """Register the ``rotate`` and ``bind`` views (flask-gosession apps only)."""
+    from flask_gosession import login_user_session, regenerate
+
+    logins = itertools.count()
+
+    @app.get("/rotate")
+    def rotate() -> str:
+        regenerate()
+        return "ok"
+
+    @app.get("/bind")
+    def bind() -> str:
+        login_user_session(f"bench-user-{next(logins)}")
+        return "ok"
 
 
 def environ(path: str, cookie: str | None) -> dict[str, t.Any]:
@@ -125,6 +175,38 @@ def seed(app: t.Callable[..., t.Any]) -> str:
     if not response.status.startswith("200"):
         raise RuntimeError(f"seeding a session failed: {response.status}")
     return cookie_from(response.headers) or dummy_cookie()
+
+
+def seed_bound(app: t.Callable[..., t.Any]) -> str:
+    """Create a session, bind it to a user (``/bind``) and return its cookie.
+
+    :raises RuntimeError: if a visit fails or the login sets no cookie.
+    """
+    response = call(app, environ("/bind", seed(app)))
+    cookie = cookie_from(response.headers)
+    if not response.status.startswith("200") or cookie is None:
+        raise RuntimeError(f"binding a session failed: {response.status}")
+    return cookie
+
+
+def check_users(app: t.Callable[..., t.Any], *, indexed: bool) -> str | None:
+    """Check that ``rotate`` and, on a store with a per-user index,
+    ``bind`` keep the session's data under a new id, so that their timings
+    measure what they claim.
+
+    :returns: what went wrong, or None.
+    """
+    names = ("rotate", "bind") if indexed else ("rotate",)
+    for name in names:
+        before = seed(app)
+        response = call(app, environ(PATHS[name], before))
+        after = cookie_from(response.headers)
+        if not response.status.startswith("200") or after is None or after == before:
+            return f"/{name} answered {response.status} without a new session id"
+        got = call(app, environ("/read", after)).body.decode()
+        if got != NEW_SESSION["user"]:
+            return f"/read after /{name} returned {got!r}, not the stored {NEW_SESSION['user']!r}"
+    return None
 
 
 def check(app: t.Callable[..., t.Any]) -> str | None:

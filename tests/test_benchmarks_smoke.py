@@ -4,13 +4,17 @@ must. Behaviour only: no timing is asserted here (benchmarks are not tests).
 It runs the README's command (``python -m benchmarks``) in a subprocess and
 reads its JSON: every table is printed, no request failed, and the store
 calls per request are as designed (none for an untouched session, one
-operation for a read).
+operation for a read). The user scenarios (issue 13) run on every store
+with a per-user index and cost what the issue says: a bound session is read
+in one round trip and none when untouched, and a login (bind) costs its
+rotation plus one (the index write); a store without the index says why.
 """
 from __future__ import annotations
 
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -23,10 +27,16 @@ CONTENDERS = [
     "gosession-memory", "flask-session-simplecache",
     "gosession-redis", "flask-session-redis",
     "gosession-sqlite", "flask-session-sqlite",
+    "gosession-memcached",
 ]
 
 #: flask-gosession provider operations per request, by scenario.
 DESIGNED = {"untouched": 0, "read": 1, "write": 2, "new": 1}
+#: flask-gosession's user scenarios; those but ``rotate`` need a per-user index.
+USER_SCENARIOS = {"rotate", "bind", "read-bound", "untouched-bound"}
+#: Stores whose store calls are one per provider operation (a round trip
+#: each); SQL counts statements, several per transaction.
+ONE_CALL_PER_OPERATION = ("gosession-memory", "gosession-file", "gosession-redis")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +57,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedP
 def test_every_table_is_printed(run):
     done, _ = run
     for heading in ("## Machine and command", "## Targets", "## In process",
-                    "### Store round trips per request", "## Over HTTP",
+                    "### Store round trips per request", "### Users and their devices", "## Over HTTP",
                     "## Memory provider: RSS and GC", "## SQL garbage collection"):
         assert heading in done.stdout
     for scenario in ("untouched", "read", "write", "new"):
@@ -62,7 +72,10 @@ def test_every_contender_ran_or_says_why(run):
             if os.environ.get("CI") == "true":
                 pytest.fail(f"{name} skipped in CI: {results['skipped'][name]}")
             continue
-        assert set(cells[name]) == set(DESIGNED)
+        expected = set(DESIGNED)
+        if name.startswith("gosession-"):
+            expected |= USER_SCENARIOS - set(results["inprocess"]["not_run"].get(name, {}))
+        assert set(cells[name]) == expected
         for scenario, cell in cells[name].items():
             assert cell["errors"] == [], (name, scenario, cell["errors"])
             assert cell["mean_us"] > 0 and cell["p50_us"] > 0
@@ -85,6 +98,43 @@ def test_store_calls_are_as_designed(run):
     for name in ("bare", "cookie"):
         for cell in cells[name].values():
             assert cell["store_calls"] == 0
+
+
+def test_user_scenarios_run_wherever_there_is_an_index(run):
+    _, results = run
+    cells, not_run = results["inprocess"]["cells"], results["inprocess"]["not_run"]
+    assert {"bind", "read-bound", "untouched-bound", "rotate"} <= set(cells["gosession-memory"])
+    assert "gosession-memory" not in not_run
+    if "gosession-memcached" not in results["skipped"]:
+        reasons = not_run["gosession-memcached"]
+        assert set(reasons) == {"bind", "read-bound", "untouched-bound"}
+        assert all("no per-user index" in reason for reason in reasons.values())
+        assert "rotate" in cells["gosession-memcached"]
+    for name in ("bare", "cookie", "flask-session-redis"):
+        if name in cells:
+            assert not USER_SCENARIOS & set(cells[name])
+
+
+def test_bound_sessions_cost_what_the_issue_says(run):
+    done, results = run
+    cells = results["inprocess"]["cells"]
+    bound = [n for n in CONTENDERS if "bind" in cells.get(n, {})]
+    assert "gosession-memory" in bound
+    for name in bound:
+        ops = {s: cells[name][s]["provider_calls"] for s in cells[name]}
+        trips = {s: cells[name][s]["store_calls"] for s in cells[name]}
+        assert ops["read-bound"] == ops["read"] == 1, name
+        assert ops["untouched-bound"] == 0 and trips["untouched-bound"] == 0, name
+        assert trips["read-bound"] == trips["read"], name
+        assert ops["bind"] == ops["rotate"] + 1, name  # the index write
+        if name in ONE_CALL_PER_OPERATION:
+            assert trips["bind"] == trips["rotate"] + 1, name
+        for scenario in ("bind", "read-bound", "rotate"):
+            cell = cells[name][scenario]
+            assert cell["cpu_us"] > 0
+            assert cell["wall_vs_read"] > 0 and cell["cpu_vs_read"] > 0, (name, scenario)
+            assert cell["wall_vs_pair"] > 0 and cell["cpu_vs_pair"] > 0, (name, scenario)
+    assert re.search(r"^\| gosession-memory +\| bind +\|", done.stdout, re.MULTILINE)
 
 
 def test_ratios_and_targets_are_computed(run):

@@ -93,13 +93,13 @@ class IndexEntry:
                 isinstance(k, str) and isinstance(v, str) for k, v in info.items()
             ):
                 raise TypeError("info")
-            numbers = [float(obj[name]) for name in (_CREATED, _HORIZON, _ADDED)]
+            created, horizon, added = (float(obj[name]) for name in (_CREATED, _HORIZON, _ADDED))
             handle = obj[_HANDLE]
             if not isinstance(handle, str):
                 raise TypeError("handle")
         except (KeyError, TypeError, ValueError) as err:
             raise CorruptRecordError(f"bad user index entry: {err}") from err
-        return cls(key, handle, *numbers, info=info, evicting=bool(obj.get(_EVICTING)))
+        return cls(key, handle, created, horizon, added, info=info, evicting=bool(obj.get(_EVICTING)))
 
 
 @dataclass(frozen=True, slots=True)

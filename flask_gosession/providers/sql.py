@@ -454,22 +454,29 @@ class SQLProvider(Provider):
         indexes if missing.
 
         Safe to call from several processes at once: losing the race to
-        create the table is not an error.
-        :raises sqlalchemy.exc.SQLAlchemyError: if the table cannot be created.
+        create a table is not an error. Each race lost means another process
+        created one of the two tables meanwhile, so after at most one loss
+        per table the next attempt finds both.
+        :raises sqlalchemy.exc.SQLAlchemyError: if the tables cannot be created.
         """
         sa = self._sa
-        with self.engine.connect() as conn:
-            try:
-                self.table.metadata.create_all(conn, checkfirst=True)
-                conn.commit()
-            except sa.exc.DBAPIError as err:
-                if err.connection_invalidated:
-                    raise
-                conn.rollback()
-                # Another process created them between our check and our CREATE.
-                inspector = sa.inspect(conn)
-                if not all(inspector.has_table(table.name) for table in (self.table, self.user_table)):
-                    raise
+        tables = (self.table, self.user_table)
+        for attempt in range(1, len(tables) + 2):
+            with self.engine.connect() as conn:
+                try:
+                    self.table.metadata.create_all(conn, checkfirst=True)
+                    conn.commit()
+                    return
+                except sa.exc.DBAPIError as err:
+                    if err.connection_invalidated:
+                        raise
+                    conn.rollback()
+                    # Another process created one between our check and our CREATE.
+                    inspector = sa.inspect(conn)
+                    if all(inspector.has_table(table.name) for table in tables):
+                        return
+                    if attempt == len(tables) + 1:
+                        raise
 
     # -- the provider contract -----------------------------------------------------
 

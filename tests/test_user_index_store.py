@@ -551,3 +551,33 @@ def test_redis_index_is_one_hash_of_entry_json(request, tmp_path):
         finally:
             prov.session_clear()
             prov.close()
+
+
+def test_sql_index_write_is_one_transaction_that_claims_the_row_first(store):
+    """Insert-if-absent that locks, then the read, then the write: a plain
+    ``FOR UPDATE`` would lock nothing for a user with no row yet."""
+    if not isinstance(store, SQLProvider) or not store._explicit:
+        pytest.skip("SQL on an engine the provider owns")
+    import sqlalchemy as sa
+
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        seen.append(" ".join(statement.split()))
+
+    user, now = new_user(), store.clock()
+    add(store, user, entry("warm", now, now + 600), now)  # creates the tables
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        add(store, user, entry("a", now, now + 600), now)
+        peek = store.session_peek([new_key(), new_key()], now)
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", record)
+    assert seen[0] in ("BEGIN", "BEGIN IMMEDIATE", "START TRANSACTION")
+    assert seen[1].startswith("INSERT INTO") and ("ON CONFLICT" in seen[1] or "ON DUPLICATE KEY" in seen[1])
+    assert seen[2].startswith("SELECT")
+    if store.engine.dialect.name != "sqlite":  # SQLite holds the database lock instead
+        assert seen[2].endswith("FOR UPDATE")
+    assert seen[3].startswith("UPDATE") and seen[4] == "COMMIT"
+    assert len(seen) == 6 and seen[5].startswith("SELECT") and " IN " in seen[5]  # the peek
+    assert set(peek.values()) == {None}

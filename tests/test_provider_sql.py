@@ -127,7 +127,7 @@ def test_each_operation_is_one_statement(provider):
         assert len(seen) == 1 and seen[0].startswith(verb), seen
 
 
-def test_gc_is_one_delete_on_the_indexed_atime(provider):
+def test_gc_is_one_delete_on_the_indexed_atime_and_one_on_the_index_expiry(provider):
     now = provider.clock()
     old = [new_key() for _ in range(3)]
     for key in old:
@@ -136,12 +136,15 @@ def test_gc_is_one_delete_on_the_indexed_atime(provider):
     provider.session_init(live, rec(now - 3599))
     with statements(provider.engine) as seen:
         assert provider.session_gc(3600) == 3
-    assert len(seen) == 1
+    assert len(seen) == 2
     assert seen[0].startswith("DELETE FROM") and "atime <=" in seen[0]
+    users = provider.user_table.name
+    assert seen[1].startswith("DELETE FROM") and users in seen[1] and "expires <=" in seen[1]
     assert provider.session_count() == 1
     assert provider.session_read(live, now) is not None
-    indexes = sa.inspect(provider.engine).get_indexes(provider.table.name)
-    assert any(index["column_names"] == ["atime"] for index in indexes)
+    inspector = sa.inspect(provider.engine)
+    assert any(index["column_names"] == ["atime"] for index in inspector.get_indexes(provider.table.name))
+    assert any(index["column_names"] == ["expires"] for index in inspector.get_indexes(users))
 
 
 def test_update_is_one_locked_transaction(provider):

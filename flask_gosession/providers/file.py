@@ -7,6 +7,8 @@ Storage layout under ``GOSESSION_FILE_DIR`` (default
       locks/<k[:2]>.lock                    256 striped lock files, 0600
       <k[:2]>/<k[2:4]>/<k>                  one record per session, 0600
       <k[:2]>/<k[2:4]>/.<k>.<random>.tmp    a write in progress
+      users/<u[:2]>/<u>                     one per-user index, 0600
+      users/<u[:2]>/.<u>.<random>.tmp       an index write in progress
 
 ``<k>`` is the key: the 64-character lowercase hex SHA-256 that the manager
 computes from the session id. File names are built from the key *only*, and
@@ -18,8 +20,8 @@ so a writer never races a cleaner for its directory; there are at most
 65,536 of them.
 
 Permissions. Whoever can write to the directory can plant a record, that
-is forge a session (``user: admin``). So the directory, ``locks/`` and
-every shard directory must be real directories (not symbolic links), owned
+is forge a session (``user: admin``). So the directory, ``locks/``,
+``users/`` and every shard directory below them must be real directories (not symbolic links), owned
 by the process's effective user and not writable by its group or by
 others; :class:`FileProvider` checks them when it is built (at
 ``init_app``) and refuses anything else with
@@ -59,6 +61,21 @@ back. Each operation opens the lock file afresh, so the lock excludes
 threads of one process as well as other processes sharing the directory.
 Reads and touches take no lock.
 
+Per-user index. The index of a user (see :mod:`flask_gosession.userindex`)
+is one file under ``users/``, named by the user key ``<u>`` (a SHA-256 hex
+digest, refused like a session key if it is anything else), holding
+:func:`~flask_gosession.userindex.dumps`'s blob. Its **mtime is the
+index's expiry** (its latest horizon), so an expired index reads as none
+and :meth:`FileProvider.session_gc` removes it with one ``stat``.
+:meth:`FileProvider.index_write` reads, changes and atomically replaces the
+file (temp file and :func:`os.replace`, as for records) under the lock
+``locks/u<u[:2]>.lock``: a stripe namespace of its own, so index writes
+never wait for session writes; no index operation takes a session lock,
+and no session operation an index lock, so there is no lock order to get
+wrong. :meth:`FileProvider.index_read` reads without the lock and takes it
+only when it has something to prune. :meth:`FileProvider.session_peek`
+reads records without the ``utime`` of a normal read.
+
 POSIX only (it needs :mod:`fcntl`). Do not put the directory on NFS: there
 ``flock`` is emulated with per-process POSIX locks, which do not exclude
 threads of the same process.
@@ -66,6 +83,7 @@ threads of the same process.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -73,7 +91,9 @@ import shlex
 import stat
 import typing as t
 
+from .. import userindex
 from ..errors import ConfigError, CorruptRecordError, ProviderError
+from ..ids import label
 from ._addresses import flag
 from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, positive_int, record_cap
 from .base import Change, Outcome, Provider, Record, redact
@@ -93,6 +113,11 @@ _SHARD_RE = re.compile(r"[0-9a-f]{2}")
 _TEMP_PREFIX = "."
 _TEMP_SUFFIX = ".tmp"
 _NS = 1_000_000_000
+#: The directory of the per-user indexes, and the prefix of their lock stripes.
+_USERS = "users"
+_USER_STRIPE = "u"
+
+log = logging.getLogger("flask_gosession")
 
 #: Seconds after which :meth:`FileProvider.session_gc` treats a temporary
 #: file as left behind by a crashed writer and removes it.
@@ -105,7 +130,7 @@ _OPEN_TEMP = (
 _OPEN_LOCK = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
-def check_key(key: t.Any) -> str:
+def check_key(key: t.Any, what: str = "session key") -> str:
     """Return ``key`` if it is a 64-character lowercase hex string.
 
     :raises ValueError: for anything else, before any file is touched.
@@ -114,7 +139,7 @@ def check_key(key: t.Any) -> str:
         # The value itself is not shown: it may be a session id.
         length = len(key) if isinstance(key, str) else "?"
         raise ValueError(
-            f"invalid session key ({type(key).__name__} of length {length}): "
+            f"invalid {what} ({type(key).__name__} of length {length}): "
             "expected a lowercase hex SHA-256 digest"
         )
     return key
@@ -221,12 +246,14 @@ class FileProvider(Provider):
         self.fsync = fsync
         self.max_record_size = positive_int(max_record_size, MAX_RECORD_SIZE, optional=True)
         self._lock_dir = os.path.join(self.directory, "locks")
+        self._users_dir = os.path.join(self.directory, _USERS)
         self._euid = os.geteuid()
         try:
             if not os.path.lexists(self.directory):
                 os.makedirs(self.directory, mode=0o700, exist_ok=True)
             check_private_dir(self.directory)
             _mkdir(self._lock_dir)
+            _mkdir(self._users_dir)
         except OSError as err:
             raise ConfigError(
                 f"GOSESSION_FILE_DIR={self.directory!r} cannot be created: {err}"
@@ -234,13 +261,18 @@ class FileProvider(Provider):
         self._check_subdirectories()
 
     def _check_subdirectories(self) -> None:
-        """:func:`check_private_dir` on ``locks/`` and every shard directory.
+        """:func:`check_private_dir` on ``locks/``, ``users/`` and every
+        shard directory.
 
-        One ``lstat`` per directory (at most 65,793), at startup only: the
+        One ``lstat`` per directory (at most 66,050), at startup only: the
         directory itself is private from here on, so no other user can add
         a shard later.
         """
         check_private_dir(self._lock_dir)
+        check_private_dir(self._users_dir)
+        for shard in _scandir(self._users_dir):
+            if _is_shard(shard):
+                check_private_dir(shard.path)
         for top in _scandir(self.directory):
             if _is_shard(top):
                 check_private_dir(top.path)
@@ -280,6 +312,15 @@ class FileProvider(Provider):
         """
         check_key(key)
         return os.path.join(self.directory, key[:2], key[2:4], key)
+
+    def index_path_for(self, user: str) -> str:
+        """The file that holds (or would hold) the index of ``user``.
+
+        :raises ValueError: if ``user`` is not a lowercase hex SHA-256 (a
+            :func:`~flask_gosession.userindex.user_key`).
+        """
+        check_key(user, "user key")
+        return os.path.join(self._users_dir, user[:2], user)
 
     @contextlib.contextmanager
     def _locked(self, stripe: str) -> t.Iterator[None]:
@@ -339,8 +380,12 @@ class FileProvider(Provider):
 
     def _write(self, key: str, blob: bytes, atime: float) -> None:
         """Atomically replace the record under ``key``. Caller holds the lock."""
-        shard = os.path.join(self.directory, key[:2], key[2:4])
-        temp = os.path.join(shard, f"{_TEMP_PREFIX}{key}.{secrets.token_hex(6)}{_TEMP_SUFFIX}")
+        self._replace(os.path.join(self.directory, key[:2], key[2:4]), key, blob, atime)
+
+    def _replace(self, shard: str, name: str, blob: bytes, mtime: float) -> None:
+        """Atomically replace ``shard/name`` with ``blob``, its mtime set to
+        ``mtime``. Caller holds the stripe's lock."""
+        temp = os.path.join(shard, f"{_TEMP_PREFIX}{name}.{secrets.token_hex(6)}{_TEMP_SUFFIX}")
         try:
             fd = os.open(temp, _OPEN_TEMP, 0o600)
         except FileNotFoundError:
@@ -355,8 +400,8 @@ class FileProvider(Provider):
                 if self.fsync:
                     os.fsync(fd)
                 # After the data, or the write would move the mtime again.
-                os.utime(fd, ns=(_ns(atime), _ns(atime)))
-            os.replace(temp, os.path.join(shard, key))
+                os.utime(fd, ns=(_ns(mtime), _ns(mtime)))
+            os.replace(temp, os.path.join(shard, name))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
@@ -421,49 +466,124 @@ class FileProvider(Provider):
                 pass
 
     def session_gc(self, max_lifetime: int) -> int:
-        """Remove records whose mtime is ``max_lifetime`` or more seconds old.
+        """Remove records whose mtime is ``max_lifetime`` or more seconds old,
+        and indexes whose mtime (their expiry) has passed.
 
         Also removes temporary files older than :data:`STALE_TEMP_AGE`
         (not counted). Candidates are found without a lock, then re-checked
         and removed under their stripe's lock, so a record refreshed by a
         concurrent update in the meantime survives.
+        :returns: how many session records were removed (indexes are not
+            counted).
         """
         now = self.clock()
-        deadline = _ns(now - max_lifetime)
         temp_deadline = _ns(now - STALE_TEMP_AGE)
         removed = 0
         with self._errors("collect expired sessions"):
             for stripe, files in self._stripes():
-                expired = []
-                stale = []
-                for entry in files:
-                    if _KEY_RE.fullmatch(entry.name):
-                        mtime = self._mtime_ns(entry.path)
-                        if mtime is not None and mtime <= deadline:
-                            expired.append(entry.path)
-                    elif self._is_temp(entry.name):
-                        # ctime, not mtime: a writer sets its temp file's
-                        # mtime to the record's atime, which may be old.
-                        try:
-                            ctime = os.stat(entry.path, follow_symlinks=False).st_ctime_ns
-                        except FileNotFoundError:
-                            continue
-                        if ctime <= temp_deadline:
-                            stale.append(entry.path)
-                if expired or stale:
-                    # Writers hold the stripe lock from creating their temp
-                    # file until they rename it, so a temp file seen under
-                    # the lock was abandoned by a writer that died.
-                    with self._locked(stripe):
-                        for path in stale:
-                            with contextlib.suppress(FileNotFoundError):
-                                os.unlink(path)
-                        for path in expired:
-                            mtime = self._mtime_ns(path)
-                            if mtime is not None and mtime <= deadline:
-                                os.unlink(path)
-                                removed += 1
+                removed += self._collect(stripe, files, _ns(now - max_lifetime), temp_deadline)
+            for stripe, files in self._index_stripes():
+                self._collect(stripe, files, _ns(now), temp_deadline)
         return removed
+
+    def _collect(self, stripe: str, files: list[os.DirEntry[str]], deadline: int,
+                 temp_deadline: int) -> int:
+        """Remove the files of one stripe whose mtime is at or before
+        ``deadline``, and its abandoned temporary files; return how many
+        of the former."""
+        expired = []
+        stale = []
+        for entry in files:
+            if _KEY_RE.fullmatch(entry.name):
+                mtime = self._mtime_ns(entry.path)
+                if mtime is not None and mtime <= deadline:
+                    expired.append(entry.path)
+            elif self._is_temp(entry.name):
+                # ctime, not mtime: a writer sets its temp file's
+                # mtime to the record's atime, which may be old.
+                try:
+                    ctime = os.stat(entry.path, follow_symlinks=False).st_ctime_ns
+                except FileNotFoundError:
+                    continue
+                if ctime <= temp_deadline:
+                    stale.append(entry.path)
+        removed = 0
+        if expired or stale:
+            # Writers hold the stripe lock from creating their temp
+            # file until they rename it, so a temp file seen under
+            # the lock was abandoned by a writer that died.
+            with self._locked(stripe):
+                for path in stale:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                for path in expired:
+                    mtime = self._mtime_ns(path)
+                    if mtime is not None and mtime <= deadline:
+                        os.unlink(path)
+                        removed += 1
+        return removed
+
+    # -- the per-user index --------------------------------------------------------
+
+    def index_write(self, user: str, write: userindex.IndexWrite, now: float) -> userindex.IndexResult:
+        return self._index_rewrite(user, write, now)[0]
+
+    def index_read(self, user: str, now: float) -> list[userindex.IndexEntry]:
+        path = self.index_path_for(user)
+        with self._errors("read the user index"):
+            blob = self._load_index(path, user, now)
+        new, _, _, entries = userindex.rewrite(blob, None, now, user=user)
+        if new == blob:
+            return entries
+        # Something to prune (or a corrupt or expired file to drop): under
+        # the lock, against what is there now.
+        return self._index_rewrite(user, None, now)[1]
+
+    def _index_rewrite(self, user: str, write: userindex.IndexWrite | None, now: float
+                       ) -> tuple[userindex.IndexResult, list[userindex.IndexEntry]]:
+        """One locked read-modify-write of the index file of ``user``."""
+        path = self.index_path_for(user)
+        with self._errors("write the user index"), self._locked(_USER_STRIPE + user[:2]):
+            blob = self._load_index(path, user, now)
+            new, expires, result, entries = userindex.rewrite(blob, write, now, user=user)
+            if new is None:
+                if blob is not None or os.path.lexists(path):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+            elif new != blob:
+                self._replace(os.path.dirname(path), user, new, t.cast(float, expires))
+        return result, entries
+
+    def _load_index(self, path: str, user: str, now: float) -> bytes | None:
+        """The index blob at ``path``; ``None`` if absent or expired (its
+        mtime is its expiry). A file another user owns is logged and read
+        as absent (the next write replaces it)."""
+        try:
+            fh = open(path, "rb", opener=_read_opener)
+        except FileNotFoundError:
+            return None
+        with fh:
+            st = os.fstat(fh.fileno())
+            if st.st_uid != self._euid:
+                log.warning("discarding user index %s: the file is owned by another user",
+                            label(user))
+                return None
+            if st.st_mtime_ns <= _ns(now):
+                return None
+            return fh.read()
+
+    def session_peek(self, keys: t.Sequence[str], now: float) -> dict[str, Record | None]:
+        """Read each record like :meth:`session_read`, but without the
+        ``utime`` that refreshes it; a corrupt record, or a key that is no
+        store key, reads as ``None``."""
+        records: dict[str, Record | None] = {}
+        with self._errors("read the sessions"):
+            for key in keys:
+                try:
+                    records[key] = self._load(self.path_for(key))
+                except (CorruptRecordError, ValueError):
+                    records[key] = None
+        return records
 
     # -- administration ----------------------------------------------------------
 
@@ -477,17 +597,19 @@ class FileProvider(Provider):
             )
 
     def session_clear(self) -> int:
+        """Remove every record and every user index; return how many records."""
         removed = 0
         with self._errors("clear sessions"):
-            for stripe, files in self._stripes():
-                records = [entry.path for entry in files if _KEY_RE.fullmatch(entry.name)]
-                if not records:
-                    continue
-                with self._locked(stripe):
-                    for path in records:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(path)
-                            removed += 1
+            for stripes, count in ((self._stripes(), True), (self._index_stripes(), False)):
+                for stripe, files in stripes:
+                    paths = [entry.path for entry in files if _KEY_RE.fullmatch(entry.name)]
+                    if not paths:
+                        continue
+                    with self._locked(stripe):
+                        for path in paths:
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(path)
+                                removed += count
         return removed
 
     # -- walking the shards --------------------------------------------------------
@@ -504,6 +626,13 @@ class FileProvider(Provider):
                         entry for entry in _scandir(leaf.path) if entry.is_file(follow_symlinks=False)
                     )
             yield top.name, files
+
+    def _index_stripes(self) -> t.Iterator[tuple[str, list[os.DirEntry[str]]]]:
+        """Yield the lock stripe of each ``users/`` shard with its files."""
+        for shard in _scandir(self._users_dir):
+            if _SHARD_RE.fullmatch(shard.name) and shard.is_dir(follow_symlinks=False):
+                files = [entry for entry in _scandir(shard.path) if entry.is_file(follow_symlinks=False)]
+                yield _USER_STRIPE + shard.name, files
 
     @staticmethod
     def _is_temp(name: str) -> bool:

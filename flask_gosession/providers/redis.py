@@ -18,7 +18,19 @@ Each record lives in one Redis *hash* at ``GOSESSION_KEY_PREFIX + key``:
     this field existed gets it on its next update).
 
 Fields other than these are ignored on read, so a later version can add
-some. Because values are stored per key, an update only sends and writes
+some.
+
+The per-user index of a user (see :mod:`flask_gosession.userindex`) is one
+more hash, at ``GOSESSION_KEY_PREFIX + "u:" + <user key>`` (the user key is
+the SHA-256 hex of the user id): one field per session, named by the
+session's store key, whose value is the entry's JSON
+(:meth:`~flask_gosession.userindex.IndexEntry.to_json`). Its native expiry
+is its latest horizon (``PEXPIRE`` of that horizon minus the writer's
+``now``, so the app's clock decides, as it does for the horizons, and a
+clock that is not the server's does not matter); it is deleted when it is
+left empty. Session keys are exactly 64 hex digits after the prefix, index
+keys are not, so :meth:`RedisProvider.session_count` counts only the
+sessions. Because values are stored per key, an update only sends and writes
 the keys that changed: two requests changing different keys never overwrite
 each other, with no read-modify-write cycle on the client.
 
@@ -47,6 +59,18 @@ example after a server restart, loads the script again), so it is atomic
 and costs one round trip. Each command touches a single key, which is what
 Redis Cluster requires.
 
+The index is changed by one script too (:data:`INDEX_SCRIPT`, one key):
+it decodes the hash, runs :func:`~flask_gosession.userindex.apply_write`'s
+algorithm (pruning by horizon, the removals, the per-handle rule, the limit
+with eviction or refusal), writes back only the fields that changed and
+sets the expiry, so every decision is atomic with the write, in one round
+trip. :meth:`RedisProvider.index_read` is the same script with no change (it
+prunes), and :meth:`RedisProvider.session_peek` sends one ``HGETALL`` per
+session in one pipeline (on a cluster, redis-py splits it into one batch per
+node), which refreshes neither the access time nor the TTL. A hash the
+script cannot decode, or a key of another type, is discarded (a WARNING on
+the ``flask_gosession`` logger) and reads as an empty index.
+
 Reads do not refresh the access time: :attr:`RedisProvider.touches_on_read`
 is false, so the manager refreshes ``a`` and the TTL with
 :meth:`~RedisProvider.session_touch` at most once per
@@ -56,6 +80,37 @@ cheap round trip, and a session that is only read expires after between
 ``GOSESSION_MAX_LIFETIME - GOSESSION_REFRESH_INTERVAL`` and
 ``GOSESSION_MAX_LIFETIME`` seconds of idleness, as with the SQL and
 Memcached stores.
+
+Per-user index on Redis Cluster
+-------------------------------
+
+A session's hash and its user's index hash live in different slots, most
+often on different masters, so no command can change both at once. The
+manager makes up for it with the order of its writes, so that no
+interleaving leaves a live session that belongs to a user outside that
+user's index, nor lets a revoked session survive:
+
+* **The index first, on the way in.** A key enters the index *before* the
+  session record under that key is created: when a session is bound to a
+  user, and at every rotation of a bound session, whose new key is added
+  while the key being left stays listed (``keep``). If the request dies in
+  between, the index lists a key with no record, which reads as missing
+  and is pruned at its horizon; never the other way round.
+* **The index last, on the way out.** A key leaves the index only *after*
+  its session is destroyed, so a listed key is the only trace a live
+  session could have, and it is there until the session is gone.
+* **Revocation reads until it finds nothing new.** It reads the index,
+  destroys every session listed (the destruction leaves a tombstone, which
+  also refuses the later creation of a key that a rotation has not built
+  yet), and reads the index again, until a read lists no key it has not
+  destroyed. A rotation racing it added its new key before it marked the
+  old record as rotated: either that mark fails on the tombstone (the
+  rotation does not happen), or the new key was already in the index and
+  the next read finds it.
+* **Horizons bound expiry from above.** An entry's horizon is an upper
+  bound of its session's expiry, which the manager moves forward as the
+  session is used, so pruning by horizon (here and in the index's own
+  expiry) never drops a live session.
 
 Clients
 -------
@@ -88,11 +143,17 @@ own API.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import math
+import re
 import threading
 import typing as t
 
+from .. import userindex
 from ..errors import ConfigError, CorruptRecordError, ProviderError, RecordTooLarge
+from ..ids import label
 from ._addresses import flag, parse_address_list, positive_seconds
 from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, positive_int, record_cap
 from ._redis_lane import CommandLane
@@ -211,6 +272,181 @@ redis.call('HSET', KEYS[1], 'a', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
+
+#: Where a user's index lives, after the key prefix.
+USER_INDEX_PREFIX = "u:"
+
+#: KEYS[1] = the index hash; ARGV[1] = now; ARGV[2] = ``r`` (a read: prune
+#: only, return every entry) or ``w`` (a write: return the evicting
+#: entries); for a write, ARGV[3] = the key to add (empty: none), ARGV[4] =
+#: its entry's JSON (never marked), ARGV[5] = the key to keep (empty:
+#: none), ARGV[6] = the limit (empty: none), ARGV[7] = ``1`` to evict over
+#: the limit, ARGV[8..] = the keys to remove. Runs
+#: :func:`flask_gosession.userindex.apply_write`, step for step. Returns
+#: ``{added, corrupt, key1, json1, ...}``; ``corrupt`` is 1 when the stored
+#: hash (or a key of another type) could not be decoded and was discarded.
+#: Marked entries are re-encoded with ``%.17g`` numbers: cjson's own
+#: encoder keeps only 14 digits, too few for a time in seconds.
+INDEX_SCRIPT = """
+local key, now, mode = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+local HEX = '^' .. string.rep('[0-9a-f]', 64) .. '$'
+local function marked(o)
+  local e = o.e
+  return e ~= nil and e ~= false and e ~= 0 and e ~= '' and e ~= cjson.null
+end
+local function valid(name, o)
+  if not string.match(name, HEX) or type(o) ~= 'table' or type(o.h) ~= 'string'
+      or type(o.c) ~= 'number' or type(o.z) ~= 'number' or type(o.a) ~= 'number'
+      or type(o.i) ~= 'table' then
+    return false
+  end
+  for k, v in pairs(o.i) do
+    if type(k) ~= 'string' or type(v) ~= 'string' then return false end
+  end
+  return true
+end
+local function num(n) return string.format('%.17g', n) end
+local function mark(o)
+  return '{"h":' .. cjson.encode(o.h) .. ',"c":' .. num(o.c) .. ',"z":' .. num(o.z)
+    .. ',"a":' .. num(o.a) .. ',"i":' .. cjson.encode(o.i) .. ',"e":1}'
+end
+local function batched(cmd, list, step)
+  local i = 1
+  while i <= #list do
+    local j = math.min(i + step - 1, #list)
+    redis.call(cmd, key, unpack(list, i, j))
+    i = j + 1
+  end
+end
+
+-- entries[name] = {decoded, json}
+local entries, corrupt = {}, 0
+local kind = redis.call('TYPE', key)['ok']
+if kind == 'hash' then
+  local flat = redis.call('HGETALL', key)
+  for i = 1, #flat, 2 do
+    local ok, o = pcall(cjson.decode, flat[i + 1])
+    if ok and valid(flat[i], o) then
+      entries[flat[i]] = {o, flat[i + 1]}
+    else
+      corrupt = 1
+    end
+  end
+elseif kind ~= 'none' then
+  corrupt = 1
+end
+if corrupt == 1 then entries = {} end
+local gone, dirty, changed = {}, {}, corrupt == 1
+local function drop(name)
+  entries[name] = nil
+  gone[name] = true
+  dirty[name] = nil
+  changed = true
+end
+
+for name, e in pairs(entries) do
+  if e[1].z <= now then drop(name) end
+end
+local added = 1
+if mode == 'w' then
+  for i = 8, #ARGV do
+    if entries[ARGV[i]] then drop(ARGV[i]) end
+  end
+  local name, keep = ARGV[3], ARGV[5]
+  if name ~= '' then
+    local add = cjson.decode(ARGV[4])
+    for other, e in pairs(entries) do
+      if e[1].h == add.h and other ~= name and other ~= keep then drop(other) end
+    end
+    local limit = tonumber(ARGV[6])
+    if limit then
+      local oldest, handles = {}, {}
+      for _, e in pairs(entries) do
+        local o = e[1]
+        if not marked(o) and o.h ~= add.h then
+          if oldest[o.h] == nil then
+            handles[#handles + 1] = o.h
+            oldest[o.h] = o.c
+          elseif o.c < oldest[o.h] then
+            oldest[o.h] = o.c
+          end
+        end
+      end
+      local excess = #handles - (limit - 1)
+      if excess > 0 then
+        if ARGV[7] ~= '1' then
+          added = 0
+        else
+          table.sort(handles, function(x, y)
+            if oldest[x] ~= oldest[y] then return oldest[x] < oldest[y] end
+            return x < y
+          end)
+          local victims = {}
+          for i = 1, excess do victims[handles[i]] = true end
+          for other, e in pairs(entries) do
+            if victims[e[1].h] and not marked(e[1]) then
+              e[1].e = 1
+              e[2] = mark(e[1])
+              dirty[other] = true
+              changed = true
+            end
+          end
+        end
+      end
+    end
+    if added == 1 then
+      local inherit = false
+      for _, e in pairs(entries) do
+        if e[1].h == add.h and marked(e[1]) then inherit = true end
+      end
+      local json = ARGV[4]
+      if inherit then
+        add.e = 1
+        json = mark(add)
+      end
+      entries[name] = {add, json}
+      gone[name] = nil
+      dirty[name] = true
+      changed = true
+    end
+  end
+end
+
+if changed then
+  if corrupt == 1 then redis.call('DEL', key) end
+  local removed, pairs_ = {}, {}
+  for name in pairs(gone) do removed[#removed + 1] = name end
+  for name in pairs(dirty) do
+    pairs_[#pairs_ + 1] = name
+    pairs_[#pairs_ + 1] = entries[name][2]
+  end
+  batched('HDEL', removed, 1000)
+  batched('HSET', pairs_, 2000)
+  local horizon = nil
+  for _, e in pairs(entries) do
+    if horizon == nil or e[1].z > horizon then horizon = e[1].z end
+  end
+  if horizon == nil then
+    redis.call('DEL', key)
+  else
+    redis.call('PEXPIRE', key, math.ceil((horizon - now) * 1000))
+  end
+end
+
+local reply = {added, corrupt}
+for name, e in pairs(entries) do
+  if mode == 'r' or marked(e[1]) then
+    reply[#reply + 1] = name
+    reply[#reply + 1] = e[2]
+  end
+end
+return reply
+"""
+
+#: A session's store key after the prefix (index keys are not).
+_SESSION_NAME = re.compile(rb"[0-9a-f]{64}")
+
+log = logging.getLogger("flask_gosession")
 
 _UPDATE_OUTCOMES = {
     0: Outcome.MISSING, 1: Outcome.APPLIED, 2: Outcome.FORWARDED, 5: Outcome.CONFLICT,
@@ -387,6 +623,7 @@ class RedisProvider(Provider):
                         ("create", CREATE_SCRIPT),
                         ("update", UPDATE_SCRIPT),
                         ("touch", TOUCH_SCRIPT),
+                        ("index", INDEX_SCRIPT),
                     ):
                         self._scripts[name] = client.register_script(source)
                     if self._fast_lane:
@@ -527,38 +764,112 @@ class RedisProvider(Provider):
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.key_prefix) + "*"
         return t.cast("t.Iterator[bytes]", self.client.scan_iter(match=pattern, count=SCAN_BATCH))
 
+    def _is_session(self, name: bytes) -> bool:
+        """Whether a scanned key is a session's (not a user index's)."""
+        return _SESSION_NAME.fullmatch(name, len(self.key_prefix.encode())) is not None
+
     def session_count(self) -> int:
-        """Count the keys under the prefix with ``SCAN`` (on every cluster node).
+        """Count the session keys under the prefix with ``SCAN`` (on every
+        cluster node); user indexes are not counted.
 
         ``SCAN`` may report a key that is created or deleted meanwhile twice
         or not at all; the count is exact on a quiet store.
         """
         try:
-            return sum(1 for _ in self._scan())
+            return sum(1 for name in self._scan() if self._is_session(name))
         except self._errors as err:
             raise ProviderError(f"Redis count failed: {redact(str(err))}") from err
 
     def session_clear(self) -> int:
-        """Delete every key under the prefix, ``SCAN`` batch by batch.
+        """Delete every key under the prefix (sessions and user indexes),
+        ``SCAN`` batch by batch.
 
         Keys are removed with ``UNLINK`` (freed in the background by
         Redis). Other keys in the same database are never touched.
-        :returns: how many keys were deleted.
+        :returns: how many session keys were deleted.
         """
         client = self.client
         removed = 0
-        try:
-            batch: list[bytes] = []
-            for name in self._scan():
-                batch.append(name)
-                if len(batch) >= SCAN_BATCH:
-                    removed += client.unlink(*batch)
-                    batch.clear()
+        batches: dict[bool, list[bytes]] = {True: [], False: []}
+
+        def flush(sessions: bool) -> None:
+            nonlocal removed
+            batch = batches[sessions]
             if batch:
-                removed += client.unlink(*batch)
+                deleted = client.unlink(*batch)
+                removed += deleted if sessions else 0
+                batch.clear()
+
+        try:
+            for name in self._scan():
+                sessions = self._is_session(name)
+                batches[sessions].append(name)
+                if len(batches[sessions]) >= SCAN_BATCH:
+                    flush(sessions)
+            flush(True)
+            flush(False)
         except self._errors as err:
             raise ProviderError(f"Redis clear failed: {redact(str(err))}") from err
         return removed
+
+    # -- the per-user index -----------------------------------------------------
+
+    def index_write(self, user: str, write: userindex.IndexWrite, now: float) -> userindex.IndexResult:
+        args: list[t.Any] = [repr(float(now)), "w"]
+        add = write.add
+        if add is None:
+            args += ["", "", ""]
+        else:
+            entry = dataclasses.replace(add, evicting=False).to_json()
+            args += [add.key, json.dumps(entry, separators=(",", ":")), write.keep or ""]
+        args += ["" if write.limit is None else str(int(write.limit)), "1" if write.evict else "0"]
+        args += sorted(write.remove)
+        added, evicting = self._index(user, args)
+        return userindex.IndexResult(added, tuple(evicting))
+
+    def index_read(self, user: str, now: float) -> list[userindex.IndexEntry]:
+        return self._index(user, [repr(float(now)), "r"])[1]
+
+    def _index(self, user: str, args: list[t.Any]) -> tuple[bool, list[userindex.IndexEntry]]:
+        """Run :data:`INDEX_SCRIPT` on the index of ``user``; return its
+        ``added`` flag and the entries it returned."""
+        reply = self._run("index", USER_INDEX_PREFIX + _user_key(user), args)
+        added, corrupt, flat = bool(int(reply[0])), int(reply[1]), reply[2:]
+        if corrupt:
+            log.warning("discarding corrupt user index %s: undecodable Redis hash", label(user))
+        try:
+            members = {
+                (name.decode() if isinstance(name, bytes) else name): json.loads(value)
+                for name, value in zip(flat[::2], flat[1::2], strict=True)
+            }
+            entries = userindex.decode_entries(members)
+        except (ValueError, CorruptRecordError) as err:
+            # The script accepted what the decoder does not: read as empty.
+            log.warning("discarding corrupt user index %s: %s", label(user), err)
+            return added, []
+        return added, list(entries.values())
+
+    def session_peek(self, keys: t.Sequence[str], now: float) -> dict[str, Record | None]:
+        """One pipeline of ``HGETALL`` (one round trip; one per node on a
+        cluster), which refreshes nothing; a corrupt record reads as ``None``."""
+        records: dict[str, Record | None] = dict.fromkeys(keys)
+        unique = list(records)
+        if not unique:
+            return records
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key in unique:
+                pipe.hgetall(self.key_prefix + key)
+            replies = pipe.execute(raise_on_error=False)
+        except self._errors as err:
+            raise ProviderError(f"Redis read failed: {redact(str(err))}") from err
+        for key, fields in zip(unique, replies, strict=True):
+            if fields and not isinstance(fields, BaseException):
+                try:
+                    records[key] = self._decode(fields)
+                except CorruptRecordError:
+                    pass
+        return records
 
     def close(self) -> None:
         """Close a client built by the provider; leave the application's alone.
@@ -606,6 +917,16 @@ class RedisProvider(Provider):
         if atime is None or not math.isfinite(atime):
             raise CorruptRecordError("Redis session hash has no valid access time")
         return Record(data, meta, atime)
+
+
+def _user_key(user: str) -> str:
+    """``user`` if it is a user key (64 lowercase hex digits).
+
+    :raises ValueError: for anything else, so no other key is ever named.
+    """
+    if not isinstance(user, str) or _SESSION_NAME.fullmatch(user.encode()) is None:
+        raise ValueError("invalid user key: expected a lowercase hex SHA-256 digest")
+    return user
 
 
 # -- client building -----------------------------------------------------------

@@ -12,6 +12,26 @@ indexed ``DELETE ... WHERE atime <= :deadline``. The table (and its index) is
 created on first use unless ``GOSESSION_SQL_CREATE_TABLE`` is false; for
 migrations, :attr:`SQLProvider.table` is the :class:`sqlalchemy.Table`.
 
+Per-user index. A second table, created with the first (its name is
+``GOSESSION_SQL_TABLE + "_users"``, for example ``gosessions_users``), holds
+one row per user (see :mod:`flask_gosession.userindex`)::
+
+    user_key  VARCHAR(64) PRIMARY KEY  the user key (SHA-256 hex of the user id)
+    data      BLOB / BYTEA / MEDIUMBLOB the index, userindex.dumps()
+    expires   DOUBLE, indexed          the index's latest horizon
+
+:meth:`SQLProvider.index_write` is one transaction on that row: ``BEGIN``
+(``BEGIN IMMEDIATE`` on SQLite), an insert-if-absent that also locks the row
+(``INSERT ... ON CONFLICT DO UPDATE`` with a no-op ``SET`` on PostgreSQL and
+SQLite, ``INSERT ... ON DUPLICATE KEY UPDATE`` on MySQL and MariaDB: a plain
+``SELECT ... FOR UPDATE`` would lock nothing for a user who has no row yet,
+so two first logins could both write), the ``SELECT``, the change in Python,
+then ``UPDATE`` (or ``DELETE`` when the index is left empty), ``COMMIT``. A
+row with an ``expires`` in the past reads as no index, and
+:meth:`SQLProvider.session_gc` deletes such rows. :meth:`SQLProvider.index_read`
+is one ``SELECT``, plus that transaction only when it has entries to prune.
+For migrations, :attr:`SQLProvider.user_table` is that table.
+
 Transactions. Engines this provider creates for the dialects it knows
 (SQLite, PostgreSQL, MySQL, MariaDB) run in autocommit mode, so every
 operation except :meth:`SQLProvider.session_update` is one statement and
@@ -84,7 +104,8 @@ import stat
 import threading
 import typing as t
 
-from ..errors import ConfigError, ProviderError
+from .. import userindex
+from ..errors import ConfigError, CorruptRecordError, ProviderError
 from ._addresses import flag, positive_seconds
 from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, lowest, positive_int, record_cap
 from .base import Change, Outcome, Provider, Record, redact
@@ -94,6 +115,9 @@ if t.TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection, Engine
 
 _T = t.TypeVar("_T")
+
+#: The most keys :meth:`SQLProvider.session_peek` reads in one ``SELECT``.
+PEEK_BATCH = 500
 
 #: The most bytes the ``data`` column holds, per dialect name, in the table
 #: :func:`_make_table` creates: MySQL/MariaDB ``MEDIUMBLOB`` (2**24 - 1),
@@ -206,6 +230,8 @@ class SQLProvider(Provider):
         self._begin = _BEGIN.get(dialect, "BEGIN")
         #: The session table, for migrations (Alembic) and administration.
         self.table: t.Any = _make_table(sa, table)
+        #: The per-user index table (in the same metadata as :attr:`table`).
+        self.user_table: t.Any = _make_user_table(sa, self.table.metadata, table)
         self._build_statements(dialect)
 
     @classmethod
@@ -271,6 +297,26 @@ class SQLProvider(Provider):
         self._gc = sa.delete(table).where(c.atime <= sa.bindparam("deadline"))
         self._clear = sa.delete(table)
         self._count = sa.select(sa.func.count()).select_from(table)
+        self._peek = sa.select(c.id, c.data, c.atime).where(
+            c.id.in_(sa.bindparam("keys", expanding=True))
+        )
+        users = self.user_table
+        u = users.c
+        self._index_select = sa.select(u.data, u.expires).where(u.user_key == key)
+        self._index_select_locked = self._index_select.with_for_update()
+        self._index_update = (
+            sa.update(users).where(u.user_key == key)
+            .values(data=sa.bindparam("d"), expires=sa.bindparam("e"))
+        )
+        self._index_insert = sa.insert(users).values(
+            user_key=key, data=sa.bindparam("d"), expires=sa.bindparam("e")
+        )
+        self._index_delete = sa.delete(users).where(u.user_key == key)
+        self._index_gc = sa.delete(users).where(u.expires <= sa.bindparam("now"))
+        self._index_clear = sa.delete(users)
+        #: Insert-if-absent that locks the row either way (see the module
+        #: docs); ``None`` on dialects without an upsert.
+        self._index_claim: t.Any = None
         self._upsert: t.Any = None
         #: INSERT that does nothing when the key exists (rowcount 0).
         self._insert_new: t.Any = None
@@ -284,6 +330,10 @@ class SQLProvider(Provider):
                 set_={"data": stmt.excluded.data, "atime": stmt.excluded.atime},
             )
             self._insert_new = stmt.on_conflict_do_nothing(index_elements=[c.id])
+            claim = insert(users).values(user_key=key, data=b"", expires=0.0)
+            self._index_claim = claim.on_conflict_do_update(
+                index_elements=[u.user_key], set_={"expires": u.expires}
+            )
         elif dialect in ("mysql", "mariadb"):
             from sqlalchemy.dialects import mysql
 
@@ -293,6 +343,12 @@ class SQLProvider(Provider):
                 data=stmt.inserted.data, atime=stmt.inserted.atime
             )
             self._insert_new = stmt.prefix_with("IGNORE")
+            # Not INSERT IGNORE: on a duplicate that takes a shared lock, and
+            # two writers holding it would deadlock on their FOR UPDATE.
+            mysql_claim: t.Any = mysql.insert(users)
+            self._index_claim = mysql_claim.values(
+                user_key=key, data=b"", expires=0.0
+            ).on_duplicate_key_update(expires=u.expires)
 
     # -- running -----------------------------------------------------------------
 
@@ -342,7 +398,7 @@ class SQLProvider(Provider):
                 yield conn
 
     @contextlib.contextmanager
-    def _write_transaction(self, conn: Connection, key: str) -> t.Iterator[None]:
+    def _write_transaction(self, conn: Connection, key: str, claim: t.Any = None) -> t.Iterator[None]:
         """Make the read-merge-write of ``key`` atomic.
 
         On an autocommit connection, an explicit transaction that is rolled
@@ -350,14 +406,22 @@ class SQLProvider(Provider):
         invalidated, so it never goes back to the pool holding a lock.
         Inside ``engine.begin()`` the driver's transaction already holds;
         SQLite only needs its write lock taken before the read.
+
+        :param claim: a statement (with the one parameter ``k``) run first
+            in the transaction, that makes sure ``key``'s row exists and
+            locks it (on SQLite, it takes the write lock).
         """
         if not self._explicit:
-            if self._dialect == "sqlite":
+            if claim is not None:
+                conn.execute(claim, {"k": key})
+            elif self._dialect == "sqlite":
                 conn.execute(self._write_lock, {"k": key})
             yield
             return
         conn.exec_driver_sql(self._begin)
         try:
+            if claim is not None:
+                conn.execute(claim, {"k": key})
             yield
             conn.exec_driver_sql("COMMIT")
         except BaseException:
@@ -386,24 +450,33 @@ class SQLProvider(Provider):
             self._ready = True
 
     def create_table(self) -> None:
-        """Create the session table and its ``atime`` index if missing.
+        """Create the session table, the per-user index table and their
+        indexes if missing.
 
         Safe to call from several processes at once: losing the race to
-        create the table is not an error.
-        :raises sqlalchemy.exc.SQLAlchemyError: if the table cannot be created.
+        create a table is not an error. Each race lost means another process
+        created one of the two tables meanwhile, so after at most one loss
+        per table the next attempt finds both.
+        :raises sqlalchemy.exc.SQLAlchemyError: if the tables cannot be created.
         """
         sa = self._sa
-        with self.engine.connect() as conn:
-            try:
-                self.table.metadata.create_all(conn, checkfirst=True)
-                conn.commit()
-            except sa.exc.DBAPIError as err:
-                if err.connection_invalidated:
-                    raise
-                conn.rollback()
-                # Another process created it between our check and our CREATE.
-                if not sa.inspect(conn).has_table(self.table.name):
-                    raise
+        tables = (self.table, self.user_table)
+        for attempt in range(1, len(tables) + 2):
+            with self.engine.connect() as conn:
+                try:
+                    self.table.metadata.create_all(conn, checkfirst=True)
+                    conn.commit()
+                    return
+                except sa.exc.DBAPIError as err:
+                    if err.connection_invalidated:
+                        raise
+                    conn.rollback()
+                    # Another process created one between our check and our CREATE.
+                    inspector = sa.inspect(conn)
+                    if all(inspector.has_table(table.name) for table in tables):
+                        return
+                    if attempt == len(tables) + 1:
+                        raise
 
     # -- the provider contract -----------------------------------------------------
 
@@ -477,13 +550,23 @@ class SQLProvider(Provider):
         self._run("destroy the session", lambda conn: conn.execute(self._delete, {"k": key}), write=True)
 
     def session_gc(self, max_lifetime: int) -> int:
-        """One indexed ``DELETE ... WHERE atime <= now - max_lifetime``."""
-        deadline = self.clock() - max_lifetime
-        return self._run(
+        """One indexed ``DELETE ... WHERE atime <= now - max_lifetime``, and
+        one ``DELETE`` of the expired user indexes.
+
+        :returns: how many session rows were deleted.
+        """
+        now = self.clock()
+        removed = self._run(
             "collect expired sessions",
-            lambda conn: conn.execute(self._gc, {"deadline": deadline}).rowcount,
+            lambda conn: conn.execute(self._gc, {"deadline": now - max_lifetime}).rowcount,
             write=True,
         )
+        self._run(
+            "collect expired user indexes",
+            lambda conn: conn.execute(self._index_gc, {"now": now}),
+            write=True,
+        )
+        return int(removed)
 
     # -- administration ----------------------------------------------------------
 
@@ -491,7 +574,77 @@ class SQLProvider(Provider):
         return int(self._run("count sessions", lambda conn: conn.execute(self._count).scalar_one()))
 
     def session_clear(self) -> int:
-        return self._run("clear sessions", lambda conn: conn.execute(self._clear).rowcount, write=True)
+        """Delete every session row and every user index; return how many sessions."""
+
+        def clear(conn: Connection) -> int:
+            conn.execute(self._index_clear)
+            return int(conn.execute(self._clear).rowcount)
+
+        return self._run("clear sessions", clear, write=True)
+
+    # -- the per-user index ------------------------------------------------------
+
+    def session_peek(self, keys: t.Sequence[str], now: float) -> dict[str, Record | None]:
+        """One ``SELECT ... WHERE id IN (...)`` per :data:`PEEK_BATCH` keys."""
+        records: dict[str, Record | None] = dict.fromkeys(keys)
+        unique = list(records)
+        for start in range(0, len(unique), PEEK_BATCH):
+            params = {"keys": unique[start:start + PEEK_BATCH]}
+            rows = self._run("read the sessions", lambda conn: conn.execute(self._peek, params).all())  # noqa: B023
+            for key, data, atime in rows:
+                try:
+                    record = self.unpack(data)
+                except CorruptRecordError:
+                    continue
+                record.atime = float(atime)
+                records[key] = record
+        return records
+
+    def index_write(self, user: str, write: userindex.IndexWrite, now: float) -> userindex.IndexResult:
+        return self._index_rewrite(user, write, now)[0]
+
+    def index_read(self, user: str, now: float) -> list[userindex.IndexEntry]:
+        row = self._run(
+            "read the user index", lambda conn: conn.execute(self._index_select, {"k": user}).first()
+        )
+        blob = _live_blob(row, now)
+        new, _, _, entries = userindex.rewrite(blob, None, now, user=user)
+        if row is None or new == blob:
+            return entries
+        # Something to prune (or a corrupt or expired row to drop): in a
+        # transaction, against what is there now.
+        return self._index_rewrite(user, None, now)[1]
+
+    def _index_rewrite(self, user: str, write: userindex.IndexWrite | None, now: float
+                       ) -> tuple[userindex.IndexResult, list[userindex.IndexEntry]]:
+        """One read-modify-write transaction on the index row of ``user``."""
+        claim = self._index_claim
+
+        def rewrite(conn: Connection) -> tuple[userindex.IndexResult, list[userindex.IndexEntry]]:
+            with self._write_transaction(conn, user, claim):
+                row = conn.execute(self._index_select_locked, {"k": user}).first()
+                blob = _live_blob(row, now)
+                new, expires, result, entries = userindex.rewrite(blob, write, now, user=user)
+                if new is None:
+                    if row is not None:
+                        conn.execute(self._index_delete, {"k": user})
+                elif row is None:  # only without a claim: a race is an IntegrityError
+                    conn.execute(self._index_insert, {"k": user, "d": new, "e": expires})
+                elif new != blob:
+                    conn.execute(self._index_update, {"k": user, "d": new, "e": expires})
+                return result, entries
+
+        for attempt in (1, 2, 3):
+            try:
+                return self._run("write the user index", rewrite, write=True)
+            except ProviderError as err:
+                # Without a claim, a concurrent first write of this user
+                # inserted the row: the next attempt reads and locks it.
+                if claim is not None or attempt == 3 or not isinstance(
+                    err.__cause__, self._sa.exc.IntegrityError
+                ):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         """Dispose of the engine if this provider created it; a shared one is left alone."""
@@ -503,9 +656,7 @@ def _make_table(sa: t.Any, name: str) -> t.Any:
     from sqlalchemy.dialects.mysql import MEDIUMBLOB
 
     metadata = sa.MetaData()
-    index = f"ix_{name}_atime"
-    if len(index) > 63:  # identifier limits: PostgreSQL 63, MySQL 64
-        index = "ix_" + hashlib.sha256(name.encode()).hexdigest()[:20] + "_atime"
+    index = _index_name(name, "atime")
     return sa.Table(
         name,
         metadata,
@@ -515,6 +666,39 @@ def _make_table(sa: t.Any, name: str) -> t.Any:
         sa.Column("atime", sa.Double(), nullable=False),
         sa.Index(index, "atime"),
     )
+
+
+def _make_user_table(sa: t.Any, metadata: t.Any, sessions: str) -> t.Any:
+    from sqlalchemy.dialects.mysql import MEDIUMBLOB
+
+    name = sessions + "_users"
+    if len(name) > 63:
+        name = "gs_" + hashlib.sha256(sessions.encode()).hexdigest()[:20] + "_users"
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("user_key", sa.String(64), primary_key=True),
+        sa.Column("data", sa.LargeBinary().with_variant(MEDIUMBLOB(), "mysql", "mariadb"), nullable=False),
+        sa.Column("expires", sa.Double(), nullable=False),
+        sa.Index(_index_name(name, "expires"), "expires"),
+    )
+
+
+def _index_name(table: str, column: str) -> str:
+    """``ix_<table>_<column>``, shortened to fit identifier limits
+    (PostgreSQL 63, MySQL 64)."""
+    index = f"ix_{table}_{column}"
+    if len(index) > 63:
+        index = "ix_" + hashlib.sha256(table.encode()).hexdigest()[:20] + "_" + column
+    return index
+
+
+def _live_blob(row: t.Any, now: float) -> bytes | None:
+    """The index blob of a row, or ``None`` for no row or an expired one
+    (a claimed, not yet written row has ``expires`` 0)."""
+    if row is None or float(row[1]) <= now:
+        return None
+    return bytes(row[0])
 
 
 def _create_engine(

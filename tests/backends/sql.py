@@ -69,7 +69,8 @@ def _server_backend(admin: t.Any, url: str) -> t.Iterator[dict[str, t.Any]]:
     yield {"GOSESSION_PROVIDER": "sql", "GOSESSION_SQL_URL": url, "GOSESSION_SQL_TABLE": table}
     quote = admin.dialect.identifier_preparer.quote
     with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(table)}")
+        for name in (table, table + "_users"):  # the sessions and the per-user index
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(name)}")
 
 
 @pytest.fixture

@@ -87,6 +87,8 @@ class IndexEntry:
 
         :raises CorruptRecordError: for anything that is not one we wrote.
         """
+        if not isinstance(key, str) or len(key) != 64 or key.strip("0123456789abcdef"):
+            raise CorruptRecordError("bad user index entry: its key is not a store key")
         try:
             info = obj[_INFO]
             if not isinstance(info, dict) or not all(

@@ -340,24 +340,24 @@ def test_atime_is_the_file_mtime_and_touch_does_not_rewrite(provider):
     provider.session_init(key, rec(now - 100, a=1))
     path = provider.path_for(key)
     before = os.stat(path)
-    assert before.st_mtime == pytest.approx(now - 100)
+    assert before.st_mtime == pytest.approx(now - 100, rel=0, abs=0.01)
     provider.session_touch(key, now)
     after = os.stat(path)
     assert after.st_ino == before.st_ino  # metadata only, not a new file
-    assert after.st_mtime == pytest.approx(now)
+    assert after.st_mtime == pytest.approx(now, rel=0, abs=0.01)
     got = provider.session_read(key, now + 5)
-    assert got.atime == pytest.approx(now)
+    assert got.atime == pytest.approx(now, rel=0, abs=0.01)
     assert os.stat(path).st_ino == before.st_ino
-    assert os.stat(path).st_mtime == pytest.approx(now + 5)
+    assert os.stat(path).st_mtime == pytest.approx(now + 5, rel=0, abs=0.01)
 
 
 def test_reading_an_expired_record_does_not_refresh_it(provider):
     key, now = new_key(), provider.clock()
     provider.max_lifetime = 3600
     provider.session_init(key, rec(now - 3600, a=1))
-    assert provider.session_read(key, now).atime == pytest.approx(now - 3600)
+    assert provider.session_read(key, now).atime == pytest.approx(now - 3600, rel=0, abs=0.01)
     # Still expired for the manager's next look and for GC.
-    assert provider.session_read(key, now + 1).atime == pytest.approx(now - 3600)
+    assert provider.session_read(key, now + 1).atime == pytest.approx(now - 3600, rel=0, abs=0.01)
     assert provider.session_gc(3600) == 1
 
 
@@ -365,7 +365,7 @@ def test_update_sets_mtime_to_the_change_atime(provider):
     key, now = new_key(), provider.clock()
     provider.session_init(key, rec(now, a=1))
     assert provider.session_update(key, Change(set={"b": 2}, atime=now + 42)) is Outcome.APPLIED
-    assert os.stat(provider.path_for(key)).st_mtime == pytest.approx(now + 42)
+    assert os.stat(provider.path_for(key)).st_mtime == pytest.approx(now + 42, rel=0, abs=0.01)
 
 
 # -- atomic writes -------------------------------------------------------------------

@@ -17,10 +17,18 @@ every store makes the same decisions:
   index whose members have all expired disappears.
 * **One device, one handle.** A session keeps its public handle across
   rotations. While a rotation is under way the index holds two keys with
-  that handle: the id being left (``keep``) and the new one. Adding the new
-  one drops any *other* key of the same handle (the id left by the previous
-  rotation, which the session being left still names as the id it
-  replaced, so destroying it destroys that one too).
+  that handle: the id being left (``keep``) and the new one, whose entry
+  records ``keep`` as the key it :attr:`~IndexEntry.replaces`. Adding the
+  new one drops exactly one other key: the one the kept entry itself
+  replaced (the id left by the previous rotation, which the session being
+  left still names as the id it replaced, so destroying it destroys that
+  one too). It never drops a key merely for sharing the handle: that key
+  may be the new id of a rotation racing this one (a re-login and an age
+  rotation of the same id, or a horizon refresh during a re-login), whose
+  record is about to be created, and dropping it would leave a live
+  session outside the index, out of reach of every revocation. A key left
+  behind by a rotation that lost such a race has no record; it is pruned
+  by its horizon.
 * **The limit.** A write that adds an entry may carry a limit of distinct
   handles (devices). Entries marked for eviction do not count. Over the
   limit, the write is refused (nothing is added) or, with ``evict``, the
@@ -44,7 +52,8 @@ from .ids import label
 log = logging.getLogger("flask_gosession")
 
 #: Fields of an entry as stored (short: one per device, per user).
-_HANDLE, _CREATED, _HORIZON, _ADDED, _INFO, _EVICTING = "h", "c", "z", "a", "i", "e"
+_HANDLE, _CREATED, _HORIZON, _ADDED, _INFO, _EVICTING, _REPLACES = (
+    "h", "c", "z", "a", "i", "e", "p")
 
 
 def user_key(user_id: str) -> str:
@@ -70,6 +79,8 @@ class IndexEntry:
     info: t.Mapping[str, str] = field(default_factory=dict)
     #: Marked for eviction by the per-user limit: its session is being destroyed.
     evicting: bool = False
+    #: The store key this one's rotation left (``IndexWrite.keep``), if any.
+    replaces: str | None = None
 
     def to_json(self) -> dict[str, t.Any]:
         """The stored form (plain JSON types)."""
@@ -79,6 +90,8 @@ class IndexEntry:
         }
         if self.evicting:
             obj[_EVICTING] = 1
+        if self.replaces is not None:
+            obj[_REPLACES] = self.replaces
         return obj
 
     @classmethod
@@ -87,9 +100,14 @@ class IndexEntry:
 
         :raises CorruptRecordError: for anything that is not one we wrote.
         """
-        if not isinstance(key, str) or len(key) != 64 or key.strip("0123456789abcdef"):
+        if not _is_store_key(key):
             raise CorruptRecordError("bad user index entry: its key is not a store key")
+        if not isinstance(obj, dict):
+            raise CorruptRecordError("bad user index entry: not an object")
         try:
+            replaces = obj.get(_REPLACES)
+            if replaces is not None and not _is_store_key(replaces):
+                raise TypeError("replaces")
             info = obj[_INFO]
             if not isinstance(info, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in info.items()
@@ -101,7 +119,12 @@ class IndexEntry:
                 raise TypeError("handle")
         except (KeyError, TypeError, ValueError) as err:
             raise CorruptRecordError(f"bad user index entry: {err}") from err
-        return cls(key, handle, created, horizon, added, info=info, evicting=bool(obj.get(_EVICTING)))
+        return cls(key, handle, created, horizon, added, info=info,
+                   evicting=bool(obj.get(_EVICTING)), replaces=replaces)
+
+
+def _is_store_key(key: t.Any) -> bool:
+    return isinstance(key, str) and len(key) == 64 and not key.strip("0123456789abcdef")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +133,9 @@ class IndexWrite:
 
     #: An entry to add (or rewrite, for a refresh of its horizon).
     add: IndexEntry | None = None
-    #: With :attr:`add`: the one other key of the same handle that stays
-    #: (the id a rotation is leaving); every other one is dropped.
+    #: With :attr:`add`: the id a rotation is leaving. It stays, the new
+    #: entry records it as the key it replaces, and the key *it* replaced
+    #: is dropped. No other key is dropped (see the module docs).
     keep: str | None = None
     #: Keys to remove (sessions already destroyed).
     remove: t.AbstractSet[str] = frozenset()
@@ -160,14 +184,19 @@ def apply_write(entries: dict[str, IndexEntry], write: IndexWrite, now: float) -
         entries.pop(key, None)
     add = write.add
     if add is not None:
-        for key in [k for k, e in entries.items()
-                    if e.handle == add.handle and k not in (add.key, write.keep)]:
-            del entries[key]
+        kept = entries.get(write.keep) if write.keep is not None else None
+        left = kept.replaces if kept is not None else None
+        if left is not None and left != add.key and left in entries \
+                and entries[left].handle == add.handle:
+            del entries[left]
         if write.limit is not None and not _within_limit(entries, add, write.limit, write.evict):
             return IndexResult(False, _evicting(entries))
         marked = any(e.evicting for e in entries.values() if e.handle == add.handle)
+        existing = entries.get(add.key)
+        replaces = write.keep if write.keep is not None else (
+            existing.replaces if existing is not None else None)
         entries[add.key] = IndexEntry(add.key, add.handle, add.created, add.horizon, add.added,
-                                      add.info, evicting=marked)
+                                      add.info, evicting=marked, replaces=replaces)
     return IndexResult(True, _evicting(entries))
 
 
@@ -186,7 +215,8 @@ def _within_limit(entries: dict[str, IndexEntry], add: IndexEntry, limit: int, e
     for key, entry in list(entries.items()):
         if entry.handle in victims:
             entries[key] = IndexEntry(entry.key, entry.handle, entry.created, entry.horizon,
-                                      entry.added, entry.info, evicting=True)
+                                      entry.added, entry.info, evicting=True,
+                                      replaces=entry.replaces)
     return True
 
 

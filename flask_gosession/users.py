@@ -33,15 +33,19 @@ user's index live in different slots, so no write covers both):
    the tombstone and writes nothing (the existing no-resurrection rule).
 3. **The per-user limit holds under concurrent logins.** The limit is
    checked by the index write that adds the new key, atomically. Over it,
-   the login is refused (:class:`~flask_gosession.errors.SessionLimitReached`)
-   or the oldest devices are marked for eviction in that same write; the
+   that write adds nothing; the login prunes the entries of sessions that
+   are gone (expired ones never count) and writes again, checking again.
+   Still over it, the login is refused
+   (:class:`~flask_gosession.errors.SessionLimitReached`) or the oldest
+   devices are marked for eviction in that same write; the
    login then kills them, and any later index write hands still-marked
    entries back, so an eviction cut short by a crash is finished by the
    next login. A login whose own key was marked before its record was
    written finds its creation refused, and ends signed out.
 
 Costs in store round trips: binding adds one (the index write) to the
-login's rotation; each later rotation of a bound session adds one; a
+login's rotation (three more at the limit: the prune's read of the index
+and of its sessions, and the second write, plus the kills); each later rotation of a bound session adds one; a
 logout adds one (the removal); a request on a bound session adds nothing,
 except the one request per ``GOSESSION_MAX_LIFETIME`` that refreshes the
 horizon (one index write, and the record update that stores it).
@@ -56,6 +60,7 @@ silently missed a session would be worse than none): binding works there
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 import typing as t
@@ -175,13 +180,17 @@ class Users:
         if self.indexed:
             entry = IndexEntry(store_key(t.cast(str, target)), handle, created, horizon, now, info)
             settings = manager.settings
+            # Over the limit, the first write refuses under either policy:
+            # the dead entries are pruned, and only then does the second
+            # write evict, so an expired session never costs a live one.
             write = IndexWrite(add=entry, keep=None if sess.new else sess.key,
-                               limit=settings.max_sessions_per_user,
-                               evict=settings.session_limit_policy == "evict")
+                               limit=settings.max_sessions_per_user)
             try:
                 result = self._write(user, write, now)
                 if not result.added:
                     self.prune(user, now)
+                    write = dataclasses.replace(
+                        write, evict=settings.session_limit_policy == "evict")
                     result = self._write(user, write, now)
                 if not result.added:
                     raise SessionLimitReached(t.cast(int, settings.max_sessions_per_user))

@@ -315,11 +315,20 @@ def test_one_handle_keeps_the_key_being_left_and_drops_older_ones(store):
     third = entry("dev", now, now + 600)
     add(store, user, third, now, keep=second.key)  # the next rotation
     assert keys_of(store.index_read(user, now)) == {second.key, third.key}
+    # A sibling: another rotation of the id being left, racing the first
+    # (a re-login and an age rotation). Neither drops the other's key: the
+    # one whose record gets written must stay in the index.
+    sibling = entry("dev", now, now + 600)
+    add(store, user, sibling, now, keep=second.key)
+    assert keys_of(store.index_read(user, now)) == {second.key, third.key, sibling.key}
+    # No keep (a refresh of the horizon, rewriting an entry): nothing dropped,
+    # and the rewritten entry still replaces what it replaced.
+    refreshed = IndexEntry(third.key, "dev", now, now + 900, now, {})
+    add(store, user, refreshed, now)
+    assert keys_of(store.index_read(user, now)) == {second.key, third.key, sibling.key}
     fourth = entry("dev", now, now + 600)
-    add(store, user, fourth, now)  # no keep: the device has one key
-    other = entry("other", now, now + 600)
-    add(store, user, other, now)
-    assert keys_of(store.index_read(user, now)) == {fourth.key, other.key}
+    add(store, user, fourth, now, keep=third.key)  # the next rotation drops second
+    assert keys_of(store.index_read(user, now)) == {third.key, sibling.key, fourth.key}
 
 
 def test_rewriting_an_entry_refreshes_its_horizon(store):

@@ -279,13 +279,14 @@ USER_INDEX_PREFIX = "u:"
 #: KEYS[1] = the index hash; ARGV[1] = now; ARGV[2] = ``r`` (a read: prune
 #: only, return every entry) or ``w`` (a write: return the evicting
 #: entries); for a write, ARGV[3] = the key to add (empty: none), ARGV[4] =
-#: its entry's JSON (never marked), ARGV[5] = the key to keep (empty:
-#: none), ARGV[6] = the limit (empty: none), ARGV[7] = ``1`` to evict over
-#: the limit, ARGV[8..] = the keys to remove. Runs
+#: its entry's JSON (never marked), ARGV[5] = the key to keep, which the
+#: added entry records as the key it replaces (``p``; empty: none),
+#: ARGV[6] = the limit (empty: none), ARGV[7] = ``1`` to evict over the
+#: limit, ARGV[8..] = the keys to remove. Runs
 #: :func:`flask_gosession.userindex.apply_write`, step for step. Returns
 #: ``{added, corrupt, key1, json1, ...}``; ``corrupt`` is 1 when the stored
 #: hash (or a key of another type) could not be decoded and was discarded.
-#: Marked entries are re-encoded with ``%.17g`` numbers: cjson's own
+#: Marked entries, and added ones given a ``p``, are re-encoded with ``%.17g`` numbers: cjson's own
 #: encoder keeps only 14 digits, too few for a time in seconds.
 INDEX_SCRIPT = """
 local key, now, mode = KEYS[1], tonumber(ARGV[1]), ARGV[2]
@@ -295,9 +296,11 @@ local function marked(o)
   return e ~= nil and e ~= false and e ~= 0 and e ~= '' and e ~= cjson.null
 end
 local function valid(name, o)
+  if type(o) == 'table' and o.p == cjson.null then o.p = nil end
   if not string.match(name, HEX) or type(o) ~= 'table' or type(o.h) ~= 'string'
       or type(o.c) ~= 'number' or type(o.z) ~= 'number' or type(o.a) ~= 'number'
-      or type(o.i) ~= 'table' then
+      or type(o.i) ~= 'table' or (o.p ~= nil and not (type(o.p) == 'string'
+      and string.match(o.p, HEX))) then
     return false
   end
   for k, v in pairs(o.i) do
@@ -306,9 +309,16 @@ local function valid(name, o)
   return true
 end
 local function num(n) return string.format('%.17g', n) end
+local function encode(o)
+  local json = '{"h":' .. cjson.encode(o.h) .. ',"c":' .. num(o.c) .. ',"z":' .. num(o.z)
+    .. ',"a":' .. num(o.a) .. ',"i":' .. cjson.encode(o.i)
+  if o.p ~= nil then json = json .. ',"p":' .. cjson.encode(o.p) end
+  if marked(o) then json = json .. ',"e":1' end
+  return json .. '}'
+end
 local function mark(o)
-  return '{"h":' .. cjson.encode(o.h) .. ',"c":' .. num(o.c) .. ',"z":' .. num(o.z)
-    .. ',"a":' .. num(o.a) .. ',"i":' .. cjson.encode(o.i) .. ',"e":1}'
+  o.e = 1
+  return encode(o)
 end
 local function batched(cmd, list, step)
   local i = 1
@@ -355,8 +365,10 @@ if mode == 'w' then
   local name, keep = ARGV[3], ARGV[5]
   if name ~= '' then
     local add = cjson.decode(ARGV[4])
-    for other, e in pairs(entries) do
-      if e[1].h == add.h and other ~= name and other ~= keep then drop(other) end
+    local kept = keep ~= '' and entries[keep] or nil
+    local left = kept and kept[1].p or nil
+    if left and left ~= name and entries[left] and entries[left][1].h == add.h then
+      drop(left)
     end
     local limit = tonumber(ARGV[6])
     if limit then
@@ -385,7 +397,6 @@ if mode == 'w' then
           for i = 1, excess do victims[handles[i]] = true end
           for other, e in pairs(entries) do
             if victims[e[1].h] and not marked(e[1]) then
-              e[1].e = 1
               e[2] = mark(e[1])
               dirty[other] = true
               changed = true
@@ -400,9 +411,16 @@ if mode == 'w' then
         if e[1].h == add.h and marked(e[1]) then inherit = true end
       end
       local json = ARGV[4]
+      local existing = entries[name]
+      if keep ~= '' then
+        add.p = keep
+      elseif existing and existing[1].p ~= nil then
+        add.p = existing[1].p
+      end
       if inherit then
-        add.e = 1
         json = mark(add)
+      elseif add.p ~= nil then
+        json = encode(add)
       end
       entries[name] = {add, json}
       gone[name] = nil

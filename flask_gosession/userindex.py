@@ -157,12 +157,22 @@ class IndexResult:
     evicting: tuple[IndexEntry, ...] = ()
 
 
-def decode_entries(members: t.Mapping[str, t.Any]) -> dict[str, IndexEntry]:
-    """Stored members (key to JSON object) as entries.
-
-    :raises CorruptRecordError: for a member that is not one we wrote.
+def decode_entries(members: t.Mapping[str, t.Any], *, user: str = "") -> dict[str, IndexEntry]:
+    """Stored members (key to JSON object) as entries. A member that is not
+    one we wrote is left out, with a warning: the others stay reachable, so
+    one damaged entry never hides a user's other sessions from revocation.
     """
-    return {key: IndexEntry.from_json(key, obj) for key, obj in members.items()}
+    entries: dict[str, IndexEntry] = {}
+    bad = 0
+    for key, obj in members.items():
+        try:
+            entries[key] = IndexEntry.from_json(key, obj)
+        except CorruptRecordError:
+            bad += 1
+    if bad:
+        log.warning("discarding %d corrupt entr%s of user index %s", bad,
+                    "y" if bad == 1 else "ies", label(user))
+    return entries
 
 
 def prune(entries: dict[str, IndexEntry], now: float) -> bool:
@@ -234,7 +244,7 @@ def dumps(entries: t.Mapping[str, IndexEntry]) -> bytes:
     return json.dumps({k: e.to_json() for k, e in entries.items()}, separators=(",", ":")).encode()
 
 
-def loads(blob: bytes | str | None) -> dict[str, IndexEntry]:
+def loads(blob: bytes | str | None, *, user: str = "") -> dict[str, IndexEntry]:
     """Decode :func:`dumps`; ``None`` (no index) is an empty one.
 
     :raises CorruptRecordError: for a blob that is not one we wrote.
@@ -247,7 +257,7 @@ def loads(blob: bytes | str | None) -> dict[str, IndexEntry]:
         raise CorruptRecordError(f"undecodable user index: {err}") from err
     if not isinstance(members, dict):
         raise CorruptRecordError("user index is not a mapping")
-    return decode_entries(members)
+    return decode_entries(members, user=user)
 
 
 def rewrite(blob: bytes | str | None, write: IndexWrite | None, now: float, *, user: str = ""
@@ -262,7 +272,7 @@ def rewrite(blob: bytes | str | None, write: IndexWrite | None, now: float, *, u
         themselves.
     """
     try:
-        entries = loads(blob)
+        entries = loads(blob, user=user)
     except CorruptRecordError as err:
         log.warning("discarding corrupt user index %s: %s", label(user), err)
         entries = {}

@@ -60,8 +60,10 @@ silently missed a session would be worse than none): binding works there
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
+import hashlib
 import secrets
 import typing as t
 from dataclasses import dataclass
@@ -174,7 +176,12 @@ class Users:
         now = manager.clock()
         created = sess.meta.get(CREATED, now)
         same_device = previous_user == user and isinstance(sess.meta.get(HANDLE), str)
-        handle = sess.meta[HANDLE] if same_device else new_handle()
+        if same_device:
+            handle = sess.meta[HANDLE]
+        else:
+            # Derived from the id being left, so that a login form submitted
+            # twice from one browser session is one device, not two.
+            handle = new_handle() if sess.new else handle_for(t.cast(str, sess.key))
         horizon = self._horizon(now, created)
         info = describe(request)
         if self.indexed:
@@ -289,7 +296,7 @@ class Users:
 
     # -- killing by store key ------------------------------------------------
 
-    def kill(self, key: str, reason: str | None) -> bool:
+    def kill(self, key: str, reason: str | None, *, user: str | None = None) -> bool:
         """Make the session stored under ``key`` unusable, for ever: it is
         replaced by a tombstone, and a key with no record yet gets one
         created, so that the record can never be written. The id it
@@ -297,11 +304,19 @@ class Users:
 
         :param reason: for ``session_destroyed``; ``None`` sends nothing
             (pruning sessions that had already expired).
+        :param user: kill only if the session is bound to this user (or not
+            written yet): a key can linger in an index it has left, when
+            the session was bound to someone else since.
         :returns: whether a live session was destroyed.
         """
         store = self.manager.store
         now = self.manager.clock()
         tombstone = Record({}, {DEAD_FIELD: 1, CREATED: now, ISSUED: now}, now)
+        if user is not None:
+            current = store.read(key, now)
+            if (current is not None and FORWARD_FIELD not in current.meta
+                    and current.meta.get(USER) != user):
+                return False
         for _ in range(3):
             outcome = store.update(key, Change(meta={DEAD_FIELD: 1}, atime=now))
             record = store.read(key, now, raw=True)
@@ -327,7 +342,7 @@ class Users:
         if not entries:
             return
         for entry in entries:
-            self.kill(entry.key, "evicted")
+            self.kill(entry.key, "evicted", user=user)
         self._write(user, IndexWrite(remove=frozenset(e.key for e in entries)), now)
 
     # -- listing and revoking ------------------------------------------------
@@ -406,7 +421,7 @@ class Users:
             if not todo:
                 break
             for entry in todo:
-                if self.kill(entry.key, "revoked"):
+                if self.kill(entry.key, "revoked", user=user):
                     devices.add(entry.handle)
                 killed.add(entry.key)
             self._write(user, IndexWrite(remove=frozenset(e.key for e in todo)), now)
@@ -429,6 +444,14 @@ class Users:
 def new_handle() -> str:
     """A fresh public device handle: 12 URL-safe characters (72 random bits)."""
     return secrets.token_urlsafe(9)
+
+
+def handle_for(key: str) -> str:
+    """The public device handle of a first binding of the session stored
+    under ``key``: 12 URL-safe characters of a SHA-256 of the key (itself a
+    hash of the id), so it opens nothing and says nothing about the id."""
+    digest = hashlib.sha256(b"gosession-handle\x00" + key.encode()).digest()
+    return base64.urlsafe_b64encode(digest[:9]).decode()
 
 
 # -- the public functions --------------------------------------------------------

@@ -431,7 +431,7 @@ def test_a_corrupt_index_reads_as_empty_with_a_warning(store, caplog):
     with caplog.at_level(logging.WARNING, logger="flask_gosession"):
         assert store.index_read(user, now) == []
     warned = [r for r in caplog.records if r.name == "flask_gosession" and r.levelno == logging.WARNING]
-    assert warned and "corrupt user index" in warned[0].getMessage()
+    assert warned and "corrupt" in warned[0].getMessage() and "user index" in warned[0].getMessage()
     assert user not in warned[0].getMessage()  # the user key appears as its label only
     # And a write starts it afresh.
     caplog.clear()
@@ -442,6 +442,55 @@ def test_a_corrupt_index_reads_as_empty_with_a_warning(store, caplog):
     assert store.index_read(user, now) == [item]
 
 
+def raw_corrupt_member(store: t.Any, user: str, now: float) -> None:
+    """Replace one member of ``user``'s stored index by garbage, keeping the others."""
+    import json as _json
+
+    if isinstance(store, RedisProvider):
+        store.client.hset(index_name(store, user), new_key(), b"\x00{not json\xff")
+        return
+    if isinstance(store, MemoryProvider):
+        expires, blob = store._indexes[user]
+    elif isinstance(store, FileProvider):
+        with open(store.index_path_for(user), "rb") as fh:
+            blob = fh.read()
+    else:
+        with store.engine.begin() as conn:
+            blob = conn.execute(store.user_table.select().where(
+                store.user_table.c.user_key == user)).one().data
+    members = _json.loads(blob)
+    members[new_key()] = {"h": 5, "garbage": True}
+    members["../../etc/passwd"] = {"h": "x", "c": now, "z": now + 600, "a": now, "i": {}}
+    new = _json.dumps(members).encode()
+    if isinstance(store, MemoryProvider):
+        store._indexes[user] = (expires, new)
+    elif isinstance(store, FileProvider):
+        path = store.index_path_for(user)
+        mtime = os.stat(path).st_mtime
+        with open(path, "wb") as fh:
+            fh.write(new)
+        os.utime(path, (mtime, mtime))
+    else:
+        with store.engine.begin() as conn:
+            conn.execute(store.user_table.update().where(
+                store.user_table.c.user_key == user).values(data=new))
+
+
+def test_one_corrupt_entry_never_hides_the_others(store, caplog):
+    """A damaged member is dropped with a warning; the user's other
+    sessions stay in the index, so revocation still reaches them."""
+    user, now = new_user(), store.clock()
+    good = [entry("a", now, now + 600), entry("b", now, now + 600)]
+    for item in good:
+        assert add(store, user, item, now).added
+    raw_corrupt_member(store, user, now)
+    with caplog.at_level(logging.WARNING, logger="flask_gosession"):
+        assert sorted(store.index_read(user, now), key=lambda e: e.handle) == good
+    assert any("corrupt" in r.getMessage() for r in caplog.records)
+    assert add(store, user, entry("c", now, now + 600), now).added
+    assert len(store.index_read(user, now)) == 3
+
+
 def test_redis_index_key_of_another_type_reads_as_empty(store, caplog):
     if not isinstance(store, RedisProvider):
         pytest.skip("Redis only")
@@ -449,7 +498,8 @@ def test_redis_index_key_of_another_type_reads_as_empty(store, caplog):
     store.client.set(index_name(store, user), b"not a hash")
     with caplog.at_level(logging.WARNING, logger="flask_gosession"):
         assert store.index_read(user, now) == []
-    assert any("corrupt user index" in r.getMessage() for r in caplog.records)
+    assert any("corrupt user index" in r.getMessage() and "not a hash" in r.getMessage()
+               for r in caplog.records)
     item = entry("a", now, now + 600)
     assert add(store, user, item, now).added
     assert store.index_read(user, now) == [item]

@@ -138,13 +138,6 @@ def test_evict_never_signs_out_a_live_device_to_make_room_an_expired_one_takes(a
             assert len(sessions_of("alice")) == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "each concurrent bind of one anonymous session takes a fresh handle, so the login "
-    "that loses the rotation leaves an entry (a device with no record) that counts "
-    "against the limit (pruning spares entries under 30 s old: they may be logins "
-    "still in their view); the fix recommended is to derive the "
-    "handle of a first binding from the session being left (an HMAC of its store key), "
-    "so that logins racing from one session are one device"))
 @pytest.mark.parametrize("app_config", [{"GOSESSION_TOKEN_CHECK": False, "GOSESSION_GC_INTERVAL": 0,
                                          "GOSESSION_MAX_SESSIONS_PER_USER": 2}])
 def test_a_double_submitted_login_does_not_evict_another_device(app, clock):

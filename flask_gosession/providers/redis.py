@@ -339,14 +339,19 @@ if kind == 'hash' then
     if ok and valid(flat[i], o) then
       entries[flat[i]] = {o, flat[i + 1]}
     else
-      corrupt = 1
+      corrupt = 1  -- this member only: the others stay reachable for revocation
     end
   end
 elseif kind ~= 'none' then
-  corrupt = 1
+  corrupt = 2  -- not a hash at all
 end
-if corrupt == 1 then entries = {} end
-local gone, dirty, changed = {}, {}, corrupt == 1
+local gone, dirty, changed = {}, {}, corrupt ~= 0
+if kind == 'hash' and corrupt == 1 then
+  local flat = redis.call('HGETALL', key)
+  for i = 1, #flat, 2 do
+    if entries[flat[i]] == nil then gone[flat[i]] = true end
+  end
+end
 local function drop(name)
   entries[name] = nil
   gone[name] = true
@@ -431,7 +436,7 @@ if mode == 'w' then
 end
 
 if changed then
-  if corrupt == 1 then redis.call('DEL', key) end
+  if corrupt == 2 then redis.call('DEL', key) end
   local removed, pairs_ = {}, {}
   for name in pairs(gone) do removed[#removed + 1] = name end
   for name in pairs(dirty) do
@@ -853,14 +858,16 @@ class RedisProvider(Provider):
         ``added`` flag and the entries it returned."""
         reply = self._run("index", USER_INDEX_PREFIX + _user_key(user), args)
         added, corrupt, flat = bool(int(reply[0])), int(reply[1]), reply[2:]
-        if corrupt:
-            log.warning("discarding corrupt user index %s: undecodable Redis hash", label(user))
+        if corrupt == 1:
+            log.warning("discarding corrupt entries of user index %s (the others are kept)", label(user))
+        elif corrupt:
+            log.warning("discarding corrupt user index %s: the Redis key is not a hash", label(user))
         try:
             members = {
                 (name.decode() if isinstance(name, bytes) else name): json.loads(value)
                 for name, value in zip(flat[::2], flat[1::2], strict=True)
             }
-            entries = userindex.decode_entries(members)
+            entries = userindex.decode_entries(members, user=user)
         except (ValueError, CorruptRecordError) as err:
             # The script accepted what the decoder does not: read as empty.
             log.warning("discarding corrupt user index %s: %s", label(user), err)

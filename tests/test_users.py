@@ -535,3 +535,17 @@ def test_a_login_evicted_before_its_record_is_written_stays_signed_out(app, stor
         assert first[2] is None or bound_user(port, first[2]) is None
         with app.app_context():
             assert len(sessions_of("alice")) == 1
+
+
+def test_sessions_of_reads_only_that_users_sessions(app):
+    """One index read and one batched read of the user's own records,
+    whatever else the store holds: never a scan."""
+    login(app)
+    login(app)
+    for n in range(30):
+        app.test_client().get(f"/set/k/{n}")
+        login(app, user=f"other{n}")
+    counter = install(app)
+    with app.app_context():
+        assert len(sessions_of("alice")) == 2
+    assert dict(counter.calls) == {"index_read": 1, "session_peek": 1}

@@ -7,6 +7,7 @@ import time
 import typing as t
 import weakref
 
+from .encryption import load_encryption
 from .errors import ProviderError, RecordTooLarge, SessionTooLarge, StoreUnavailable
 from .interface import GoSessionInterface, warn_too_large
 from .manager import Manager
@@ -48,6 +49,7 @@ class GoSession:
         :raises RegistryError: for an unknown or unimportable provider.
         """
         settings = load_settings(app)
+        encryption = load_encryption(app)
         provider = build_provider(app)
         warn_unknown_keys(app.config, known_keys(app, provider))
         if provider.process_local and not (app.debug or app.testing):
@@ -62,6 +64,7 @@ class GoSession:
                 type(provider).__name__,
             )
         manager = Manager(provider, settings, clock=self.clock)
+        manager.encryption = encryption
         app.extensions["gosession"] = manager
         app.session_interface = _interface
 

@@ -121,6 +121,9 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
     _undo: tuple[t.Any, ...] | None = None
     #: The request whose cookie names the session, until it is read.
     _request: t.Any = None
+    #: What this request knows of the record's encryption (its seed and
+    #: derived ciphers; :class:`flask_gosession.encryption.Vault`), or ``None``.
+    vault: t.Any = None
 
     def __init__(self, manager: Manager, presented: str | None = None, via_url: bool = False,
                  *, request: Request | None = None) -> None:

@@ -12,6 +12,7 @@ import typing as t
 from dataclasses import dataclass
 
 from . import coerce
+from .encryption import DEFAULTS as ENCRYPTION_DEFAULTS
 from .errors import ConfigError
 
 if t.TYPE_CHECKING:
@@ -43,6 +44,8 @@ DEFAULTS: dict[str, t.Any] = {
     "GOSESSION_URL_REWRITE": False,
     "GOSESSION_FLASK_LOGIN": False,
 }
+# Encryption at rest: validated by flask_gosession.encryption.load_encryption.
+DEFAULTS.update(ENCRYPTION_DEFAULTS)
 
 
 @dataclass(frozen=True, slots=True)

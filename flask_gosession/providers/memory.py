@@ -239,3 +239,8 @@ class MemoryProvider(Provider):
             count = len(self._entries)
             self._entries.clear()
         return count
+
+    def session_keys(self) -> t.Iterator[str]:
+        with self._lock:
+            digests = list(self._entries)
+        return (digest.hex() for digest in digests)

@@ -493,6 +493,11 @@ class SQLProvider(Provider):
     def session_clear(self) -> int:
         return self._run("clear sessions", lambda conn: conn.execute(self._clear).rowcount, write=True)
 
+    def session_keys(self) -> t.Iterator[str]:
+        query = self._sa.select(self.table.c.id)
+        keys = self._run("list sessions", lambda conn: [str(row[0]) for row in conn.execute(query)])
+        return iter(keys)
+
     def close(self) -> None:
         """Dispose of the engine if this provider created it; a shared one is left alone."""
         if self._owns_engine:

@@ -29,6 +29,9 @@ class Cell:
     round_means: list[float] = field(default_factory=list)
     #: p50 microseconds per request of each round
     round_p50s: list[float] = field(default_factory=list)
+    #: CPU microseconds per request of each round (this thread's CPU time:
+    #: what the process itself spent, without waiting on a store)
+    round_cpu: list[float] = field(default_factory=list)
     #: store calls per request (counting pass)
     store_calls: float | None = None
     #: flask-gosession provider operations per request (counting pass)
@@ -122,8 +125,11 @@ def run(
         for contender, scenario in order:
             env = _prepare(contender, scenario)
             gc.collect()
+            cpu = time.thread_time_ns()
             durations, bad = _batch(contender.app, env, requests)
+            cpu = time.thread_time_ns() - cpu
             cell = results.cell(contender.name, scenario)
+            cell.round_cpu.append(cpu / requests / 1000)
             if bad is not None:
                 cell.errors.append(bad)
             cell.round_means.append(statistics.fmean(durations) / 1000)

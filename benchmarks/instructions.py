@@ -10,7 +10,8 @@ over ``N`` is the cost of one request (Flask's test client included)::
 Arguments: provider (``memory``, ``redis`` on 127.0.0.1:6379), request
 (``/u`` untouched, ``/r`` read-only, ``/w`` write, ``/new`` a new session),
 count. ``NOCOOKIE=1`` stops the interface from re-sending the cookie of a
-modified session, to isolate that cost.
+modified session, to isolate that cost. ``SEALED=1`` turns on encryption
+at rest (``GOSESSION_ENCRYPTION_KEYS``), to measure what sealing costs.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def main() -> None:
         SECRET_KEY="x", GOSESSION_PROVIDER=prov, GOSESSION_TOKEN_CHECK=False,
         GOSESSION_GC_INTERVAL=0, GOSESSION_REDIS_URL="redis://127.0.0.1:6379/0",
     )
+    if os.environ.get("SEALED"):
+        app.config["GOSESSION_ENCRYPTION_KEYS"] = ["bench:" + "A" * 43]
     GoSession(app)
     if os.environ.get("NOCOOKIE"):
         type(app.session_interface).should_set_cookie = lambda self, a, s: False  # type: ignore[method-assign]

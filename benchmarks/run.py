@@ -214,7 +214,8 @@ def inprocess_dict(level: inprocess.InProcessResults, pinned: int | None) -> dic
     for (name, scenario), cell in level.cells.items():
         cells.setdefault(name, {})[scenario] = {
             "mean_us": cell.mean, "p50_us": cell.p50, "round_means_us": cell.round_means,
-            "round_p50s_us": cell.round_p50s, "store_calls": cell.store_calls,
+            "round_p50s_us": cell.round_p50s, "round_cpu_us": cell.round_cpu,
+            "store_calls": cell.store_calls,
             "provider_calls": cell.provider_calls, "errors": cell.errors,
         }
     return {"requests": level.requests, "rounds": level.rounds, "pinned": pinned, "cells": cells}

@@ -78,6 +78,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import sys
 import typing as t
 
 from .errors import ConfigError, CorruptRecordError
@@ -100,6 +101,16 @@ _VALUE_INFO = b"flask-gosession value key v1"
 _LEGACY_INFO = b"flask-gosession legacy seed v1"
 _NONCE = 12
 _PREFIX_LEN = len(SEALED_PREFIX)
+#: How many opened seeds a keyring remembers (by their wrapped form).
+SEED_CACHE_SIZE = 4096
+
+
+if sys.version_info >= (3, 11):
+    def _strict_b64decode(text: str) -> bytes:
+        return binascii.a2b_base64(text, strict_mode=True)
+else:  # pragma: no cover - Python 3.10
+    def _strict_b64decode(text: str) -> bytes:
+        return base64.b64decode(text, validate=True)
 
 #: The one-liner that prints a fresh key entry (documented in the README).
 KEYGEN = "python -c \"import secrets; print('k1:' + secrets.token_urlsafe(32))\""
@@ -215,6 +226,16 @@ class Keyring:
         #: The id of the key that seals.
         self.current = next(iter(self._raw))
         self._aead = aead
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+        self._expand = HKDFExpand
+        self._sha256 = hashes.SHA256()
+        # Opened seeds by wrapped form and store key. A seed alone opens
+        # nothing (the session key also needs the raw id), and this process
+        # holds the server keys that open them anyway; remembering them
+        # saves an AES-GCM operation per request of an active session.
+        self._seeds: dict[tuple[str, str], tuple[bytes, str]] = {}
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -237,6 +258,9 @@ class Keyring:
         """
         if not isinstance(wrapped, str):
             raise CorruptRecordError("bad record seed")
+        known = self._seeds.get((wrapped, key))
+        if known is not None:
+            return known
         kid, _, body = wrapped.partition(".")
         cipher = self._ciphers.get(kid)
         if cipher is None:
@@ -248,6 +272,9 @@ class Keyring:
             raise CorruptRecordError("record seed failed authentication") from err
         if len(seed) != 32:
             raise CorruptRecordError("bad record seed")
+        if len(self._seeds) >= SEED_CACHE_SIZE:
+            self._seeds.clear()
+        self._seeds[wrapped, key] = seed, kid
         return seed, kid
 
     def legacy_seed(self, key: str) -> bytes:
@@ -258,13 +285,10 @@ class Keyring:
 
     def cipher(self, seed: bytes, sid: str, key: str) -> SessionCipher:
         """The cipher of one record: its seed and its raw id."""
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
-
         # The seed is 32 uniformly random bytes (or an HMAC output), a valid
         # pseudorandom key as it is: RFC 5869 section 3.3 lets HKDF skip
         # the extract step for it.
-        derived = HKDFExpand(hashes.SHA256(), 32, _VALUE_INFO + sid.encode()).derive(seed)
+        derived = self._expand(self._sha256, 32, _VALUE_INFO + sid.encode()).derive(seed)
         return SessionCipher(self._aead(derived), key)
 
 
@@ -298,7 +322,7 @@ class SessionCipher:
         nonce = secrets.token_bytes(_NONCE)
         ad = (self._meta_ad if meta else self._data_ad) + name.encode()
         blob = nonce + self._aead.encrypt(nonce, plain, ad)
-        return SEALED_PREFIX + base64.b64encode(blob).decode()
+        return SEALED_PREFIX + binascii.b2a_base64(blob, newline=False).decode()
 
     def open(self, name: str, sealed: str, *, meta: bool = False) -> bytes:
         """Open what :meth:`seal` made of ``name``.
@@ -308,7 +332,7 @@ class SessionCipher:
         """
         ad = (self._meta_ad if meta else self._data_ad) + name.encode()
         try:
-            blob = base64.b64decode(sealed[_PREFIX_LEN:], validate=True)
+            blob = _strict_b64decode(sealed[_PREFIX_LEN:])
             return self._aead.decrypt(blob[:_NONCE], blob[_NONCE:], ad)
         except Exception as err:  # binascii.Error, InvalidTag, ValueError
             raise CorruptRecordError("sealed value failed authentication") from err

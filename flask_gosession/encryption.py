@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import typing as t
-from dataclasses import dataclass, field
 
 from . import coerce
 from .crypto import (
@@ -74,25 +73,27 @@ DEFAULTS: dict[str, t.Any] = {
 }
 
 
-@dataclass(slots=True)
 class Vault:
     """What one session's request knows about its record's encryption,
     cached on the session (``session.vault``) for the request."""
 
-    #: The record seed (``None`` for a record kept in clear).
-    seed: bytes | None
-    #: The wrapped seed as stored (``None``: the record stores none).
-    stored: str | None = None
-    #: The stored seed must be rewritten (absent, under an older key, or
-    #: present while migrating to plain).
-    rewrap: bool = False
-    #: User keys stored in the other form than this app writes (clear
-    #: ones while sealing, sealed ones while migrating to plain).
-    loose: set[str] = field(default_factory=set)
-    #: Sealed meta fields stored in the other form.
-    loose_meta: set[str] = field(default_factory=set)
-    #: Ciphers by session id, each derived at most once per request.
-    ciphers: dict[str, SessionCipher] = field(default_factory=dict)
+    __slots__ = ("ciphers", "loose", "loose_meta", "rewrap", "seed", "stored")
+
+    def __init__(self, seed: bytes | None, stored: str | None = None) -> None:
+        #: The record seed (``None`` for a record kept in clear).
+        self.seed = seed
+        #: The wrapped seed as stored (``None``: the record stores none).
+        self.stored = stored
+        #: The stored seed must be rewritten (absent, under an older key,
+        #: or present while migrating to plain).
+        self.rewrap = False
+        #: User keys stored in the other form than this app writes (clear
+        #: ones while sealing, sealed ones while migrating to plain).
+        self.loose: set[str] = set()
+        #: Sealed meta fields stored in the other form.
+        self.loose_meta: set[str] = set()
+        #: Ciphers by session id, each derived at most once per request.
+        self.ciphers: dict[str, SessionCipher] = {}
 
     @property
     def converts(self) -> bool:

@@ -280,8 +280,10 @@ class Keyring:
     def legacy_seed(self, key: str) -> bytes:
         """The seed a record written before encryption gets, the same in every
         request that meets it (so concurrent first writes agree): an HMAC of
-        its store key under the current key."""
-        return hmac.new(self._raw[self.current], _LEGACY_INFO + key.encode(), hashlib.sha256).digest()
+        its store key under the *last* key, the one that stays listed while
+        a new key is put first on some processes and not yet on others."""
+        last = next(reversed(self._raw.values()))
+        return hmac.new(last, _LEGACY_INFO + key.encode(), hashlib.sha256).digest()
 
     def cipher(self, seed: bytes, sid: str, key: str) -> SessionCipher:
         """The cipher of one record: its seed and its raw id."""

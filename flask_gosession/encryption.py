@@ -283,9 +283,32 @@ class Sealed(Plain):
         outcome = store.update(key, self._converted(session, key, vault, change))
         if outcome is Outcome.CONFLICT:
             # Converted by a concurrent request first: write only this
-            # request's own keys, never stale copies of the others.
-            return store.update(key, change)
+            # request's own keys, never stale copies of the others, sealed
+            # for the seed that request stored.
+            return store.update(key, self._for_stored_seed(store, session, key, change))
         return outcome
+
+    def _for_stored_seed(self, store: Store, session: ServerSession, key: str,
+                         change: Change) -> Change:
+        """``change`` (sealed with the seed this request loaded) re-sealed
+        for the seed the record holds now, which becomes the session's."""
+        vault = t.cast(Vault, session.vault)
+        record = store.read(key, change.atime)
+        if record is None or not self.seals:
+            return change
+        seed, _ = self._seed_of(record, key)
+        if seed == vault.seed:
+            return change
+        old = self._cipher(session, session.sid)
+        session.vault = Vault(seed, t.cast("str | None", record.meta.get(SEED_FIELD)))
+        new = self._cipher(session, session.sid)
+        return Change(
+            set={name: new.seal(name, old.open(name, value)) for name, value in change.set.items()},
+            deleted=change.deleted,
+            meta={name: new.seal(name, old.open(name, value, meta=True), meta=True)
+                  if name in SEALED_META and is_sealed(value) else value
+                  for name, value in change.meta.items()},
+            atime=change.atime)
 
     def _converted(self, session: ServerSession, key: str, vault: Vault,
                    change: Change) -> Change:

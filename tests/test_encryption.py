@@ -392,6 +392,38 @@ def test_conversion_never_overwrites_a_concurrent_change(twin):
     assert all(v.startswith(SEALED_PREFIX) for v in record.data.values())
 
 
+def test_concurrent_conversion_by_processes_with_other_keys(twin):
+    """Mid-deploy, two processes with different key lists convert one
+    record written in clear at once: the loser re-seals its own change for
+    the seed the winner stored, and both changes survive."""
+    plain_app = twin()
+    client = plain_app.test_client()
+    client.get("/set/a/old")
+    client.get("/set/b/old")
+    sid, _ = session_of(client)
+    key3 = "k3:" + secrets.token_urlsafe(32)
+    one = twin(GOSESSION_ENCRYPTION_KEYS=[KEY1, key3])
+    other = twin(GOSESSION_ENCRYPTION_KEYS=[KEY2, KEY1])
+    first_manager, second_manager = one.extensions["gosession"], other.extensions["gosession"]
+    with one.test_request_context("/"):
+        first = first_manager.open(sid)
+        assert first["a"] == "old"
+    with other.test_request_context("/"):
+        second = second_manager.open(sid)
+        assert second["b"] == "old"
+    with one.test_request_context("/"):
+        first["a"] = "first"
+        first_manager.save(first)
+    with other.test_request_context("/"):
+        second["b"] = "second"
+        second_manager.save(second)
+    for app in (one, other):
+        check = app.test_client()
+        check.set_cookie("gosessionid", sid)
+        assert check.get("/get/a").json["value"] == "first"
+        assert check.get("/get/b").json["value"] == "second"
+
+
 def test_rotation_seals_a_record_written_in_clear(twin, clock):
     plain_app = twin()
     client = plain_app.test_client()
@@ -584,3 +616,36 @@ def test_rekey_reports_records_not_sealed_yet(twin, backend_name):
     result = rekey(twin(GOSESSION_ENCRYPTION_KEYS=[KEY1]))
     assert result.exit_code == 0, result.output
     assert "not sealed yet (sealed on their next write): 1" in result.output
+
+
+def test_bound_user_id_meta_is_sealed_and_moves_with_rotation(app, client, clock):
+    """The per-user index's bound user id (meta ``n``) is needed only with
+    the cookie, so it is sealed like a value, and re-sealed on rotation."""
+    from flask import session
+
+    @app.get("/bind/<user>")
+    def bind(user: str) -> str:
+        session.ensure_loaded()
+        session.set_meta("n", user)
+        return "bound"
+
+    @app.get("/bound")
+    def bound() -> str:
+        session.ensure_loaded()
+        return str(session.meta.get("n"))
+
+    value = marker()
+    client.get("/set/a/1")
+    client.get(f"/bind/{value}")
+    sid, key = session_of(client)
+    assert stored(app, sid).meta["n"].startswith(SEALED_PREFIX)
+    assert not readable(raw_dump(app, key), value)
+    assert client.get("/bound").data.decode() == value
+    clock.advance(app.config["GOSESSION_ROTATE_AFTER"] + 1)
+    client.get("/bound")  # rotates by age
+    new_sid, new_key = session_of(client)
+    assert new_sid != sid
+    assert stored(app, new_sid).meta["n"].startswith(SEALED_PREFIX)
+    assert client.get("/bound").data.decode() == value
+    client.post("/login")  # a privilege rotation, with this request's view
+    assert client.get("/bound").data.decode() == value

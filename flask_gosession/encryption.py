@@ -101,6 +101,40 @@ class Vault:
         return self.rewrap or bool(self.loose) or bool(self.loose_meta)
 
 
+class _Plaintext:
+    """What is sealed for one tagged value: one type byte, then the value.
+
+    Strings and integers, nearly every session value, skip the serializer
+    (``s`` + UTF-8, ``i`` + decimal digits); anything else is ``j`` + the
+    app serializer's encoding of the tagged value.
+    """
+
+    def __init__(self, serializer: Serializer) -> None:
+        self._dumps = serializer.dumps
+        self._loads = serializer.loads
+
+    def dumps(self, value: t.Any) -> bytes:
+        kind = value.__class__
+        if kind is str:
+            return b"s" + t.cast(str, value).encode()
+        if kind is int:
+            return b"i%d" % value
+        return b"j" + self._dumps(value)
+
+    def loads(self, plain: bytes) -> t.Any:
+        kind = plain[:1]
+        try:
+            if kind == b"s":
+                return plain[1:].decode()
+            if kind == b"i":
+                return int(plain[1:])
+        except ValueError as err:  # UnicodeDecodeError too
+            raise CorruptRecordError("bad sealed value") from err
+        if kind == b"j":
+            return self._loads(plain[1:])
+        raise CorruptRecordError("bad sealed value")
+
+
 class Plain:
     """Encryption off: records pass through unchanged."""
 
@@ -127,8 +161,8 @@ class Plain:
         return record
 
     def seal_change(self, session: ServerSession, sid: str, change: Change) -> Change:
-        """``change`` as written to the record of ``sid`` (the session's own
-        id, or the one it moved to)."""
+        """``change`` (built for this one write) as written to the record of
+        ``sid`` (the session's own id, or the one it moved to)."""
         return change
 
     def update(self, store: Store, session: ServerSession, change: Change) -> Outcome:
@@ -167,8 +201,8 @@ class Sealed(Plain):
                  accept_plain: bool = True, write_plain: bool = False) -> None:
         self.keyring = keyring
         self.seals = not write_plain
-        self._dumps = serializer.dumps
-        self._loads = serializer.loads
+        self._dumps = _Plaintext(serializer).dumps
+        self._loads = _Plaintext(serializer).loads
         self._accept_plain = accept_plain or write_plain
 
     # -- keys ----------------------------------------------------------------
@@ -215,18 +249,17 @@ class Sealed(Plain):
         else:
             vault.rewrap = kid is not None
         loads, seals = self._loads, self.seals
-        data: dict[str, t.Any] = {}
-        for name, value in record.data.items():
-            if is_sealed(value):
-                data[name] = loads(cipher.open(name, value))
-                if not seals:
-                    vault.loose.add(name)
-            elif not self._accept_plain:
+        opened, clear = cipher.open_data(record.data)
+        if clear:
+            if not self._accept_plain:
                 raise CorruptRecordError("value stored in clear in a sealed record")
-            else:
-                data[name] = value
-                if seals:
-                    vault.loose.add(name)
+            if seals:
+                vault.loose.update(clear)
+        if opened and not seals:
+            vault.loose.update(opened)
+        data = dict(record.data) if clear else {}
+        for name, plain in opened.items():
+            data[name] = loads(plain)
         meta = record.meta
         if not SEALED_META.isdisjoint(meta):
             meta = dict(meta)
@@ -271,9 +304,10 @@ class Sealed(Plain):
         if not self.seals or not (change.set or not SEALED_META.isdisjoint(change.meta)):
             return change
         cipher = self._cipher(session, sid)
-        return Change(set=self._seal_values(cipher, change.set), deleted=change.deleted,
-                      meta=self._seal_meta(cipher, change.meta), atime=change.atime,
-                      expect=change.expect)
+        # Sealed in place: the change was built for this write alone.
+        change.set = self._seal_values(cipher, change.set)
+        change.meta = self._seal_meta(cipher, change.meta)
+        return change
 
     def update(self, store: Store, session: ServerSession, change: Change) -> Outcome:
         vault = t.cast("Vault | None", session.vault)

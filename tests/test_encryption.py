@@ -239,6 +239,9 @@ def test_types_round_trip_sealed(app, client):
         session["t"] = (1, "two")
         session["b"] = b"\x00\xff"
         session["d"] = {"nested": [1, 2, {"x": None}]}
+        session["scalars"] = [True, False, None, 1.5, -7, 10**30, "ünï"]
+        session["flag"], session["none"], session["big"] = True, None, -(10**30)
+        session["text"] = "ünïcødé ✓"
         return "ok"
 
     @app.get("/typed-read")
@@ -248,6 +251,9 @@ def test_types_round_trip_sealed(app, client):
         assert session["t"] == (1, "two")
         assert session["b"] == b"\x00\xff"
         assert session["d"] == {"nested": [1, 2, {"x": None}]}
+        assert session["scalars"] == [True, False, None, 1.5, -7, 10**30, "ünï"]
+        assert session["flag"] is True and session["none"] is None
+        assert session["big"] == -(10**30) and session["text"] == "ünïcødé ✓"
         return "ok"
 
     assert client.get("/typed").status_code == 200

@@ -314,8 +314,15 @@ class Sealed(Plain):
         key = t.cast(str, session.key)
         if vault is None or not vault.converts or change.expect:
             return store.update(key, change)
-        outcome = store.update(key, self._converted(session, key, vault, change))
-        if outcome is Outcome.CONFLICT:
+        converted = self._converted(session, key, vault, change)
+        outcome = store.update(key, converted)
+        if outcome is Outcome.APPLIED:
+            # The record is whole in this app's form now.
+            vault.stored = converted.meta[SEED_FIELD]
+            vault.rewrap = False
+            vault.loose.clear()
+            vault.loose_meta.clear()
+        elif outcome is Outcome.CONFLICT:
             # Converted by a concurrent request first: write only this
             # request's own keys, never stale copies of the others, sealed
             # for the seed that request stored.

@@ -62,15 +62,19 @@ Exactly these, in every store:
   keys opens neither;
 * ``b``: the *store key* of the id this one replaced, never an id;
 * ``x``: the tombstone flag of a record being destroyed;
-* ``h`` and ``z`` (per-user index: public device handle, index horizon):
-  the index works on them without the cookie;
+* ``n``, ``h``, ``z`` and ``d`` (per-user index, issue 13: the bound user
+  id, the public device handle, the index horizon, the device list's
+  browser, OS and truncated address): listing a user's sessions and
+  revoking them read these from records without any cookie (``revoke_user``
+  compares ``n`` with the user it revokes), so they cannot be sealed under
+  a key that needs the cookie. A keyed hash of ``n`` would need the user
+  index itself keyed by that hash: left for a later change;
 * ``k`` (:data:`SEED_FIELD`): the wrapped seed, opened only by a server key;
 * the providers' own bookkeeping: Redis's ``s`` (record size), SQL's row
   columns, file names and mtimes, memcached's item flags.
 
-Sealed: every user value, and the meta fields in
-:data:`SEALED_META`: ``u`` (User-Agent fingerprint) and ``n`` (the bound
-user id; needed only with the cookie present).
+Sealed: every user value, and the meta fields in :data:`SEALED_META`:
+``u`` (the User-Agent fingerprint, needed only with the cookie present).
 
 Threat model: see "Encryption at rest" in the README.
 """
@@ -93,9 +97,10 @@ if t.TYPE_CHECKING:
 
 #: The meta field holding the record's wrapped seed.
 SEED_FIELD = "k"
-#: Meta fields sealed like user values (the User-Agent fingerprint, the
-#: bound user id): needed only with the cookie present.
-SEALED_META = frozenset({"u", "n"})
+#: Meta fields sealed like user values: only read with the cookie present
+#: (the User-Agent fingerprint). Fields read without a cookie (the per-user
+#: index's ``n``, ``h``, ``z``, ``d``) must never be listed here.
+SEALED_META = frozenset({"u"})
 #: The prefix of every sealed value (format version 1).
 SEALED_PREFIX = "$gs1$"
 #: The shape of a key id: short, and free of the envelope's separators.

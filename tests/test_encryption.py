@@ -659,3 +659,16 @@ def test_rekey_counts_records_under_a_key_no_longer_listed(app, client, twin, ba
     assert "not listed (warned above): 1" in result.output
     assert "key id 'k1'" in caplog.text and sid not in caplog.text
     assert stored(app, sid) is not None  # the command never destroys a record
+
+
+def test_hkdf_expand_matches_cryptography_byte_for_byte():
+    """The one-block HKDF-Expand the session key uses is RFC 5869's, as
+    the cryptography package computes it."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+    from flask_gosession.crypto import hkdf_expand
+
+    for _ in range(50):
+        prk, info = os.urandom(32), os.urandom(secrets.randbelow(120))
+        assert hkdf_expand(prk, info) == HKDFExpand(hashes.SHA256(), 32, info).derive(prk)

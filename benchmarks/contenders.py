@@ -7,6 +7,8 @@
   sessions, msgpack, ``SESSION_REFRESH_EACH_REQUEST``), on the same backend
   server or database as the flask-gosession contender it is paired with.
 * ``gosession-*``: flask-gosession with its defaults, one per provider.
+* ``gosession-*-sealed``: the same with encryption at rest
+  (``GOSESSION_ENCRYPTION_KEYS``), to measure what sealing costs.
 
 Each pair shares the backend but never a key: prefixes, tables and
 directories differ. Every builder raises :class:`~.services.Unavailable`
@@ -75,16 +77,22 @@ def index_missing(provider: t.Any) -> str | None:
         return f"{name} does not implement the per-user index (index_write)"
     return None
 
+#: The suffix of the contenders with encryption at rest.
+SEALED = "-sealed"
+#: Their server key (a benchmark's, never a real one).
+SEALED_KEYS = ["bench:" + "A" * 43]
 
 #: name -> (family, backend)
 CONTENDERS: dict[str, tuple[str, str]] = {
     "bare": ("bare", "-"),
     "cookie": ("cookie", "cookie"),
     "gosession-memory": ("gosession", "memory"),
+    "gosession-memory-sealed": ("gosession", "memory"),
     "flask-session-simplecache": ("flask-session", "memory"),
     "gosession-file": ("gosession", "file"),
     "flask-session-filesystemcache": ("flask-session", "file"),
     "gosession-redis": ("gosession", "redis"),
+    "gosession-redis-sealed": ("gosession", "redis"),
     "flask-session-redis": ("flask-session", "redis"),
     "gosession-memcached": ("gosession", "memcached"),
     "flask-session-memcached": ("flask-session", "memcached"),
@@ -100,8 +108,11 @@ RIVALS = {
     .replace("-memory", "-simplecache")
     .replace("-file", "-filesystemcache")
     for name, (family, _) in CONTENDERS.items()
-    if family == "gosession"
+    if family == "gosession" and not name.endswith(SEALED)
 }
+
+#: Each encrypted contender and the plain one it is measured against.
+SEALED_PAIRS = {name: name[: -len(SEALED)] for name in CONTENDERS if name.endswith(SEALED)}
 
 #: The backend server each backend name needs, if any.
 SERVICE_OF = {"redis": "redis", "memcached": "memcached", "postgresql": "postgresql"}
@@ -167,6 +178,9 @@ def _gosession(name: str, backend: str, services: Services) -> Contender:
                   "GOSESSION_SQL_TABLE": services.table("gs")}
     else:  # pragma: no cover - CONTENDERS lists every backend
         raise KeyError(backend)
+    if name.endswith(SEALED):
+        _need("cryptography", "flask-gosession[crypto]")
+        config["GOSESSION_ENCRYPTION_KEYS"] = SEALED_KEYS
     app = _app(name, services)
     app.config.update(config)
     GoSession(app)

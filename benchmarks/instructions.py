@@ -13,7 +13,8 @@ read-only, ``/w`` write, ``/new`` a new session; ``/rotate`` a privilege
 rotation and ``/bind`` a login (``login_user_session``), each on a fresh
 session holding data; ``/ub`` and ``/rb``, untouched and read-only on a
 session bound to a user), count. ``NOCOOKIE=1`` stops the interface from
-re-sending the cookie of a modified session, to isolate that cost.
+re-sending the cookie of a modified session, to isolate that cost. ``SEALED=1`` turns on encryption
+at rest (``GOSESSION_ENCRYPTION_KEYS``), to measure what sealing costs.
 
 ``/rotate`` and ``/bind`` change the id, so each request needs its own
 session: :data:`SEEDED` sessions are created before the loop whatever the
@@ -49,6 +50,8 @@ def main() -> None:
         GOSESSION_GC_INTERVAL=0, GOSESSION_REDIS_URL="redis://127.0.0.1:6379/0",
         GOSESSION_KEY_PREFIX=f"instructions-{os.getpid()}:",
     )
+    if os.environ.get("SEALED"):
+        app.config["GOSESSION_ENCRYPTION_KEYS"] = ["bench:" + "A" * 43]
     GoSession(app)
     if os.environ.get("NOCOOKIE"):
         type(app.session_interface).should_set_cookie = lambda self, a, s: False  # type: ignore[method-assign]

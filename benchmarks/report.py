@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import statistics
 import typing as t
 from dataclasses import dataclass
 
-from .contenders import CONTENDERS, RIVALS
+from .contenders import CONTENDERS, RIVALS, SEALED_PAIRS
 from .scenarios import COUNTERPART, SCENARIOS, USER_SCENARIOS
 
 MB = 1024 * 1024
@@ -93,6 +94,42 @@ def inprocess_tables(results: dict[str, t.Any]) -> str:
             ["contender", "mean µs", "p50 µs", "req/s", "× bare", "× Flask-Session", "store calls", "errors"],
             rows))
     return "\n\n".join(out)
+
+
+#: Encryption at rest: the most an encrypted request may cost, in CPU time,
+#: over the same request without encryption (issue 14).
+SEALED_LIMITS = {"read": 1.15, "write": 1.25}
+
+
+def cpu_ratio(cells: dict[str, t.Any], sealed: str, plain: str, scenario: str) -> float | None:
+    """CPU time of ``sealed`` over ``plain`` for ``scenario``: the median of
+    the per-round ratios (the two ran interleaved in every round)."""
+    a = cells.get(sealed, {}).get(scenario, {}).get("round_cpus_us") or []
+    b = cells.get(plain, {}).get(scenario, {}).get("round_cpus_us") or []
+    pairs = [x / y for x, y in zip(a, b, strict=False) if x > 0 and y > 0]
+    return statistics.median(pairs) if pairs else None
+
+
+def encryption_table(results: dict[str, t.Any]) -> str:
+    """Encrypted vs plain requests: CPU µs per request and their ratio."""
+    cells = results["cells"]
+    rows = []
+    for sealed, plain in SEALED_PAIRS.items():
+        for scenario in SCENARIOS:
+            if scenario not in cells.get(sealed, {}) or scenario not in cells.get(plain, {}):
+                continue
+            value = cpu_ratio(cells, sealed, plain, scenario)
+            limit = SEALED_LIMITS.get(scenario)
+            verdict = "" if limit is None or value is None else (
+                "met" if value <= limit else "**missed**")
+            rows.append([
+                plain.replace("gosession-", ""), scenario,
+                statistics.median(cells[plain][scenario]["round_cpus_us"]),
+                statistics.median(cells[sealed][scenario]["round_cpus_us"]),
+                ratio(value), f"≤ {limit}×" if limit else "", verdict,
+            ])
+    return table(["store", "scenario", "plain CPU µs", "encrypted CPU µs", "× plain",
+                  "limit", "verdict"], rows)
 
 
 def _short(name: str | None) -> str:
@@ -268,6 +305,18 @@ def evaluate(results: dict[str, t.Any]) -> list[Target]:
             f"{ratio(worst_ratio)} (lowest: {worst}); {calls(store)} calls",
             ratio(min(http_ratios)) if http_ratios else "–", met))
 
+    for scenario, limit in SEALED_LIMITS.items():
+        measured = [(plain, cpu_ratio(cells, sealed, plain, scenario))
+                    for sealed, plain in SEALED_PAIRS.items()]
+        measured = [(plain, value) for plain, value in measured if value is not None]
+        if measured:
+            worst, value = max(measured, key=lambda pair: pair[1])
+            targets.append(Target(
+                f"encrypted {scenario} vs plain {scenario}, CPU time "
+                f"({', '.join(p.replace('gosession-', '') for p, _ in measured)})",
+                f"≤ {limit}×", f"{ratio(value)} (highest: {worst.replace('gosession-', '')})",
+                "", value <= limit))
+
     memory = results.get("memory") or {}
     runs = {run["sessions"]: run for run in memory.get("runs", [])}
     big = runs.get(1_000_000) or (max(runs.values(), key=lambda r: r["sessions"]) if runs else None)
@@ -326,6 +375,10 @@ def full_report(results: dict[str, t.Any]) -> str:
                       "scenario in `vs`, timed in the same rounds: time ratios (above 1 "
                       "costs more), medians of per-round ratios, by wall clock and by this "
                       "thread's CPU time.", "", users_table(inproc)]
+        if any(name in inproc["cells"] for name in SEALED_PAIRS):
+            parts += ["", "### Encryption at rest", "",
+                      "CPU time of this thread per request (medians over rounds); `× plain` is "
+                      "the median of the per-round ratios.", "", encryption_table(inproc)]
     http = results.get("http")
     if http:
         parts += ["", "## Over HTTP", ""]

@@ -1,5 +1,5 @@
-"""``flask gosession``: garbage collection, statistics, clearing, and a
-user's sessions (``sessions USER``, ``revoke USER``).
+"""``flask gosession``: garbage collection, statistics, clearing, rekeying,
+and a user's sessions (``sessions USER``, ``revoke USER``).
 
 The contract for cron and scripts: exit status 0 means the store answered
 and the command did its job. A store failure (any
@@ -184,3 +184,89 @@ def revoke_command(user: str, handle: str | None, everything: bool, others_of: s
         revoked = _store("revoke", users.revoke, user, lambda e: e.handle != keep)
     click.echo(f"signed out {revoked} session(s) of user {user!r}")
     _note(_manager().provider)
+#: What ``rekey`` reports for each outcome, in this order.
+_REKEY_LINES = (
+    ("rewrapped", "re-sealed under key {kid}: {n}"),
+    ("current", "already under key {kid}: {n}"),
+    ("plain", "not sealed yet (sealed on their next write): {n}"),
+    ("forwarding", "rotated-out ids, left to expire: {n}"),
+    ("unreadable", "corrupt or under a key id not listed (warned above): {n}"),
+)
+
+
+@gosession_cli.command("rekey")
+def rekey_command() -> None:
+    """Re-seal every record under the first key of GOSESSION_ENCRYPTION_KEYS.
+
+    Only each record's seed is re-wrapped (no cookie is needed, and no
+    value is decrypted). Afterwards an older key can be removed from the
+    list. A store that cannot list its records (Memcached) is not walked:
+    each record is re-sealed on its next write, and the others expire.
+    """
+    from .encryption import KEYS_KEY, Sealed
+
+    manager = _manager()
+    encryption, provider = manager.encryption, manager.provider
+    if not isinstance(encryption, Sealed):
+        raise click.ClickException(f"rekey failed: {KEYS_KEY} is not set, nothing is sealed")
+    if not encryption.seals:
+        raise click.ClickException(
+            "rekey failed: GOSESSION_ENCRYPTION_MIGRATE_TO_PLAIN is on; records are written "
+            "in clear on their next write (opening them needs each user's cookie)")
+    kid = encryption.keyring.current
+    try:
+        keys = list(provider.session_keys())
+    except NotImplementedError:
+        _store("rekey", provider.ping)
+        click.echo(
+            f"the {_name(provider)} store cannot list its records: each is re-sealed under "
+            f"key {kid} on its next write, and natural expiry does the rest; keep the older "
+            f"keys listed for GOSESSION_MAX_LIFETIME ({manager.settings.max_lifetime} s) "
+            "after the new key went first, then remove them")
+        return
+    except GoSessionError as err:
+        _store("rekey", _raise, err)
+    counts = dict.fromkeys((name for name, _ in _REKEY_LINES), 0)
+    for key in keys:
+        counts[_rekey_one(manager, key)] += 1
+    for name, line in _REKEY_LINES:
+        if counts[name] or name in ("rewrapped", "current"):
+            click.echo(line.format(kid=kid, n=counts[name]))
+    _note(provider)
+
+
+def _raise(err: Exception) -> t.NoReturn:
+    raise err
+
+
+def _rekey_one(manager: Manager, key: str) -> str:
+    """Re-wrap the seed of the record under ``key``; return what happened
+    (a key of :data:`_REKEY_LINES`, or ``"current"`` for a vanished record)."""
+    from .encryption import Sealed
+    from .errors import CorruptRecordError
+    from .providers.base import Change, Outcome
+
+    provider = manager.provider
+    encryption = t.cast(Sealed, manager.encryption)
+    try:
+        record = provider.session_read(key, manager.clock())
+    except CorruptRecordError:
+        return "unreadable"
+    except GoSessionError as err:
+        _store("rekey", _raise, err)
+    if record is None:
+        return "current"
+    try:
+        change = encryption.rekey(record, key)
+    except CorruptRecordError:
+        return "unreadable"
+    if isinstance(change, Change):
+        outcome = _store("rekey", provider.session_update, key, change)
+        if outcome is Outcome.APPLIED:
+            return "rewrapped"
+        return "current"  # changed meanwhile: its writer re-sealed it
+    if provider.touches_on_read:
+        # Reading refreshed the access time; give it back, so a rekey never
+        # extends a session.
+        _store("rekey", provider.session_touch, key, record.atime)
+    return {"dead": "current", "sealed": "current"}.get(change, change)

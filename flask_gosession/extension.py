@@ -7,6 +7,7 @@ import time
 import typing as t
 import weakref
 
+from .encryption import load_encryption
 from .errors import (
     ConfigError,
     ProviderError,
@@ -56,6 +57,7 @@ class GoSession:
         :raises RegistryError: for an unknown or unimportable provider.
         """
         settings = load_settings(app)
+        encryption = load_encryption(app)
         provider = build_provider(app)
         warn_unknown_keys(app.config, known_keys(app, provider))
         if provider.process_local and not (app.debug or app.testing):
@@ -75,6 +77,7 @@ class GoSession:
                 f"user's sessions; {UserIndexUnsupported(type(provider).__name__)}"
             )
         manager = Manager(provider, settings, clock=self.clock)
+        manager.encryption = encryption
         app.extensions["gosession"] = manager
         app.session_interface = _interface
 

@@ -18,6 +18,7 @@ import typing as t
 from flask import current_app, request
 
 from . import signals
+from .encryption import Plain
 from .errors import CorruptRecordError
 from .gc import GCThread
 from .ids import is_valid_sid, label, new_sid, new_token, open_token, seal_token, store_key
@@ -72,6 +73,9 @@ class Manager:
         self.rotation = Rotation(self)
         #: Binding sessions to users, and the per-user index.
         self.users = Users(self)
+        #: Encryption at rest (:mod:`flask_gosession.encryption`); ``init_app``
+        #: replaces it when ``GOSESSION_ENCRYPTION_KEYS`` is set.
+        self.encryption: Plain = Plain()
         #: The app's token guard, set by ``init_app`` (it also says whether
         #: the token check defers to Flask-WTF); ``None`` for a bare manager.
         self.guard: TokenGuard | None = None
@@ -155,6 +159,7 @@ class Manager:
                 signals.session_expired.send(self.app(), sid_hash=label(key), reason=expired)
                 session.refuse()
                 return
+            record = self.encryption.open(session, sid, key, record)
             if self.settings.bind_user_agent and record.meta.get(AGENT) != self._agent():
                 signals.hijack_suspected.send(
                     self.app(), sid_hash=label(key), reason="user-agent", revoked=False
@@ -234,8 +239,8 @@ class Manager:
         if session.rotate:
             return Cookie.SET if self.rotation.rotate(session, now) else Cookie.DELETE
         if session.dirty:
-            outcome = self.store.update(t.cast(str, session.key),
-                                        self.change_for(session, session.sid, now))
+            outcome = self.encryption.update(self.store, session,
+                                             self.change_for(session, session.sid, now))
             if outcome is Outcome.FORWARDED:
                 hop = self.rotation.save_forwarded(session, now)
                 if hop is None:
@@ -262,7 +267,7 @@ class Manager:
         if self.settings.bind_user_agent:
             meta[AGENT] = self._agent()
         values = {k: tag(v) for k, v in session.snapshot().items()}
-        record = Record(values, meta, now)
+        record = self.encryption.seal_new(session, sid, key, Record(values, meta, now))
         if USER in meta:
             # Bound at login: the key is in the user's index already, and a
             # concurrent eviction may have killed it since; never overwrite
@@ -283,12 +288,12 @@ class Manager:
         meta = dict(session.meta_changes)
         if session.token_changed and session.token is not None:
             meta[TOKEN] = seal_token(sid, session.token)
-        return Change(
+        return self.encryption.seal_change(session, sid, Change(
             set={k: tag(v) for k, v in session.changed_values().items()},
             deleted=frozenset(session.deleted_keys),
             meta=meta,
             atime=now,
-        )
+        ))
 
     # -- rotation and destruction ------------------------------------------
 

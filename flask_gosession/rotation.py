@@ -150,6 +150,21 @@ class Rotation:
     def __init__(self, manager: Manager) -> None:
         self.manager = manager
 
+    # -- moving a record (re-sealed for its new id) ------------------------------
+
+    def moved(self, record: Record, old_sid: str, new_sid: str, issued: float,
+              *, previous: str | None) -> Record:
+        """:func:`moved_record`, re-sealed for ``new_sid`` when encryption is
+        on: nothing of the new record is sealed under the old id's key."""
+        moved = moved_record(record, old_sid, new_sid, issued, previous=previous)
+        return self.manager.encryption.move(moved, old_sid, store_key(old_sid),
+                                            new_sid, store_key(new_sid))
+
+    def session_meta(self, session: ServerSession, meta: dict[str, t.Any]) -> dict[str, t.Any]:
+        """The meta ``session`` keeps after moving to a record stored with
+        ``meta`` (sealed fields in clear)."""
+        return self.manager.encryption.session_meta(session, meta)
+
     # -- the one walk of the forward chain -----------------------------------
 
     def walk(self, sid: str, key: str, record: Record | None, now: float, *,
@@ -223,7 +238,7 @@ class Rotation:
             or not 0 <= now - forward.marked < FRESH_MARK
         ):
             return target
-        built = moved_record(record, sid, forward.target, forward.marked, previous=key)
+        built = self.moved(record, sid, forward.target, forward.marked, previous=key)
         if self._create_checked(key, target_key, built):
             return built
         return manager.store.read(target_key, now)
@@ -343,8 +358,8 @@ class Rotation:
             return False
         change = manager.change_for(session, old_sid, now)
         apply_change(frozen, change)
-        moved = moved_record(frozen, old_sid, new_sid, now,
-                             previous=None if privilege else old_key)
+        moved = self.moved(frozen, old_sid, new_sid, now,
+                           previous=None if privilege else old_key)
         if privilege:
             previous = frozen.meta.get(PREVIOUS)
             if not manager.store.create(new_key, moved):
@@ -370,12 +385,12 @@ class Rotation:
             try:
                 outcome = manager.store.update(new_key, manager.change_for(session, new_sid, now))
             except RecordTooLarge as err:
-                session.moved_to(new_sid, new_key, moved.meta)
+                session.moved_to(new_sid, new_key, self.session_meta(session, moved.meta))
                 err.session_moved = True
                 raise
             if outcome is not Outcome.APPLIED:
                 return False
-        session.moved_to(new_sid, new_key, moved.meta)
+        session.moved_to(new_sid, new_key, self.session_meta(session, moved.meta))
         signals.session_rotated.send(manager.app(), old=label(old_key), new=label(new_key),
                                      reason="privilege" if privilege else "age")
         return True
@@ -394,9 +409,9 @@ class Rotation:
         except RecordTooLarge as err:
             stored = self.manager.store.read(old_key, now)
             if stored is not None:
-                unchanged = moved_record(stored, old_sid, new_sid, now, previous=old_key)
+                unchanged = self.moved(stored, old_sid, new_sid, now, previous=old_key)
                 if self._create_checked(old_key, new_key, unchanged):
-                    session.moved_to(new_sid, new_key, unchanged.meta)
+                    session.moved_to(new_sid, new_key, self.session_meta(session, unchanged.meta))
                     err.session_moved = True
             raise
 

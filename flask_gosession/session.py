@@ -124,6 +124,9 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
     #: The id whose key is already in the user's index for this request
     #: (set by binding and by a rotation of a bound session).
     indexed_as: str | None = None
+    #: What this request knows of the record's encryption (its seed and
+    #: derived ciphers; :class:`flask_gosession.encryption.Vault`), or ``None``.
+    vault: t.Any = None
 
     def __init__(self, manager: Manager, presented: str | None = None, via_url: bool = False,
                  *, request: Request | None = None) -> None:

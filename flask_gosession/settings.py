@@ -12,6 +12,7 @@ import typing as t
 from dataclasses import dataclass
 
 from . import coerce
+from .encryption import DEFAULTS as ENCRYPTION_DEFAULTS
 from .errors import ConfigError
 
 if t.TYPE_CHECKING:
@@ -45,6 +46,8 @@ DEFAULTS: dict[str, t.Any] = {
     "GOSESSION_MAX_SESSIONS_PER_USER": None,
     "GOSESSION_SESSION_LIMIT_POLICY": "evict",
 }
+# Encryption at rest: validated by flask_gosession.encryption.load_encryption.
+DEFAULTS.update(ENCRYPTION_DEFAULTS)
 
 #: What a login over ``GOSESSION_MAX_SESSIONS_PER_USER`` does.
 LIMIT_POLICIES = ("evict", "refuse")

@@ -24,8 +24,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 CONTENDERS = [
     "bare", "cookie",
-    "gosession-memory", "flask-session-simplecache",
-    "gosession-redis", "flask-session-redis",
+    "gosession-memory", "gosession-memory-sealed", "flask-session-simplecache",
+    "gosession-redis", "gosession-redis-sealed", "flask-session-redis",
     "gosession-sqlite", "flask-session-sqlite",
     "gosession-memcached",
 ]
@@ -57,7 +57,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedP
 def test_every_table_is_printed(run):
     done, _ = run
     for heading in ("## Machine and command", "## Targets", "## In process",
-                    "### Store round trips per request", "### Users and their devices", "## Over HTTP",
+                    "### Store round trips per request", "### Users and their devices",
+                    "### Encryption at rest", "## Over HTTP",
                     "## Memory provider: RSS and GC", "## SQL garbage collection"):
         assert heading in done.stdout
     for scenario in ("untouched", "read", "write", "new"):
@@ -144,6 +145,12 @@ def test_ratios_and_targets_are_computed(run):
     assert ratios["gosession-memory/flask-session-simplecache/read"] > 0
     assert ratios["gosession-memory/cookie/write"] > 0
     assert "memory read vs Flask's cookie session" in done.stdout
+    # Encryption at rest: CPU time of each encrypted contender against its
+    # plain twin, per round, and a target row for reads and writes.
+    cells = results["inprocess"]["cells"]
+    assert len(cells["gosession-memory-sealed"]["read"]["round_cpus_us"]) == results["inprocess"]["rounds"]
+    assert "encrypted read vs plain read, CPU time" in done.stdout
+    assert "encrypted write vs plain write, CPU time" in done.stdout
 
 
 def test_http_level_ran_or_says_why(run):

@@ -176,3 +176,16 @@ def test_concurrent_updates_to_different_keys_all_survive(provider):
     key, now = new_key(), provider.clock()
     provider.session_init(key, rec(now))
     concurrent_writers([provider], key, now, writers=6, rounds=20)
+
+
+def test_session_keys_lists_every_record(provider):
+    """``session_keys`` (for ``flask gosession rekey``) yields every stored
+    key, or raises NotImplementedError on a store that cannot list."""
+    if type(provider).__name__ == "MemcachedProvider":
+        with pytest.raises(NotImplementedError):
+            provider.session_keys()
+        return
+    keys = {new_key() for _ in range(3)}
+    for key in keys:
+        provider.session_init(key, rec(provider.clock(), a=1))
+    assert set(provider.session_keys()) == keys

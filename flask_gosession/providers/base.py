@@ -403,6 +403,16 @@ class Provider(abc.ABC):
         """Remove every record of this provider; return how many (or -1 if unknown)."""
         raise NotImplementedError(f"{type(self).__name__} cannot clear sessions")
 
+    def session_keys(self) -> t.Iterator[str]:
+        """Yield the store key of every record (``flask gosession rekey``).
+
+        Records created or removed meanwhile may be missed or yielded for a
+        key that no longer exists (read it, and skip ``None``).
+        :raises NotImplementedError: for a store that cannot list its
+            records (Memcached).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its sessions")
+
     def close(self) -> None:  # noqa: B027 (optional to override, not abstract)
         """Release connections and files. The default does nothing."""
 

@@ -612,6 +612,12 @@ class FileProvider(Provider):
                                 removed += count
         return removed
 
+    def session_keys(self) -> t.Iterator[str]:
+        with self._errors("list sessions"):
+            names = [entry.name for _, files in self._stripes() for entry in files
+                     if _KEY_RE.fullmatch(entry.name)]
+        return iter(names)
+
     # -- walking the shards --------------------------------------------------------
 
     def _stripes(self) -> t.Iterator[tuple[str, list[os.DirEntry[str]]]]:

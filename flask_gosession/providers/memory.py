@@ -288,3 +288,7 @@ class MemoryProvider(Provider):
             for user in dead:
                 del self._indexes[user]
         return len(dead)
+    def session_keys(self) -> t.Iterator[str]:
+        with self._lock:
+            digests = list(self._entries)
+        return (digest.hex() for digest in digests)

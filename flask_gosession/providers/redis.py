@@ -803,6 +803,15 @@ class RedisProvider(Provider):
         except self._errors as err:
             raise ProviderError(f"Redis count failed: {redact(str(err))}") from err
 
+    def session_keys(self) -> t.Iterator[str]:
+        """The keys under the prefix, found with ``SCAN`` (on every cluster node)."""
+        start = len(self.key_prefix.encode())
+        try:
+            names = [name[start:].decode() for name in self._scan()]
+        except self._errors as err:
+            raise ProviderError(f"Redis listing failed: {redact(str(err))}") from err
+        return iter(names)
+
     def session_clear(self) -> int:
         """Delete every key under the prefix (sessions and user indexes),
         ``SCAN`` batch by batch.

@@ -646,6 +646,11 @@ class SQLProvider(Provider):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def session_keys(self) -> t.Iterator[str]:
+        query = self._sa.select(self.table.c.id)
+        keys = self._run("list sessions", lambda conn: [str(row[0]) for row in conn.execute(query)])
+        return iter(keys)
+
     def close(self) -> None:
         """Dispose of the engine if this provider created it; a shared one is left alone."""
         if self._owns_engine:

@@ -82,12 +82,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
 import re
 import secrets
 import sys
+import time
 import typing as t
 
 from .errors import ConfigError, CorruptRecordError
@@ -116,8 +118,8 @@ SEED_CACHE_SIZE = 4096
 
 
 if sys.version_info >= (3, 11):
-    def _strict_b64decode(text: str) -> bytes:
-        return binascii.a2b_base64(text, strict_mode=True)
+    # A partial, not a def: it is called once per sealed value read.
+    _strict_b64decode = functools.partial(binascii.a2b_base64, strict_mode=True)
 else:  # pragma: no cover - Python 3.10
     def _strict_b64decode(text: str) -> bytes:
         return base64.b64decode(text, validate=True)
@@ -241,6 +243,8 @@ class Keyring:
         # holds the server keys that open them anyway; remembering them
         # saves an AES-GCM operation per request of an active session.
         self._seeds: dict[tuple[str, str], tuple[bytes, str]] = {}
+        #: HMAC-SHA256 pads of recently used seeds (see :meth:`cipher`).
+        self._pads: dict[bytes, tuple[t.Any, t.Any]] = {}
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -282,6 +286,11 @@ class Keyring:
         self._seeds[wrapped, key] = seed, kid
         return seed, kid
 
+    def opened(self, wrapped: str, key: str) -> tuple[bytes, str] | None:
+        """The seed and key id of a wrapped seed this keyring has opened
+        before for store key ``key``, or ``None`` (then :meth:`unwrap`)."""
+        return self._seeds.get((wrapped, key))
+
     def legacy_seed(self, key: str) -> bytes:
         """The seed a record written before encryption gets, the same in every
         request that meets it (so concurrent first writes agree): an HMAC of
@@ -291,8 +300,66 @@ class Keyring:
         return hmac.new(last, _LEGACY_INFO + key.encode(), hashlib.sha256).digest()
 
     def cipher(self, seed: bytes, sid: str, key: str) -> SessionCipher:
-        """The cipher of one record: its seed and its raw id."""
-        return SessionCipher(self._aead(hkdf_expand(seed, _VALUE_INFO + sid.encode())), key)
+        """The cipher of one record: its seed and its raw id.
+
+        The value key is :func:`hkdf_expand` of the seed, computed from the
+        seed's HMAC pads, which are remembered beside the opened seeds (a
+        pad is a hash of the seed, and opens nothing without the raw id
+        either), so a request of an active session hashes only its own id.
+        """
+        pads = self._pads.get(seed)
+        if pads is None:
+            if len(self._pads) >= SEED_CACHE_SIZE:
+                self._pads.clear()
+            pads = self._pads[seed] = hmac_pads(seed)
+        return SessionCipher(self._aead(hkdf_expand_padded(pads, _VALUE_INFO + sid.encode())), key)
+
+
+class CipherCache:
+    """The value ciphers of sessions used in the last ``ttl`` seconds, by
+    store key and wrapped seed, so that a request of an active session
+    derives nothing: it only opens its values.
+
+    What this trades (the README's threat model says it too): the process
+    memory of a running server then holds, besides the server keys, the
+    value keys of the sessions used in the last ``ttl`` seconds, so someone
+    who can read that memory and the store reads those sessions without
+    their cookies. A store dump, with or without the server keys, still
+    reads nothing: the cache never leaves the process. ``ttl = 0``
+    (``GOSESSION_ENCRYPTION_KEY_CACHE = 0``) turns it off.
+
+    A hit needs the store key, the SHA-256 of the raw id, which a request
+    only has by presenting the cookie; an entry is the seed and the cipher
+    of exactly that record.
+    """
+
+    __slots__ = ("_entries", "clock", "size", "ttl")
+
+    def __init__(self, ttl: float, size: int = SEED_CACHE_SIZE,
+                 clock: t.Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.size = size
+        self.clock = clock
+        self._entries: dict[tuple[str, str], tuple[float, bytes, SessionCipher]] = {}
+
+    def get(self, key: str, wrapped: str) -> tuple[bytes, SessionCipher] | None:
+        """The seed and cipher of the record ``key`` sealed with ``wrapped``."""
+        entry = self._entries.get((key, wrapped))
+        if entry is None:
+            return None
+        if entry[0] <= self.clock():
+            self._entries.pop((key, wrapped), None)
+            return None
+        return entry[1], entry[2]
+
+    def put(self, key: str, wrapped: str, seed: bytes, cipher: SessionCipher) -> None:
+        entries = self._entries
+        if len(entries) >= self.size:
+            entries.clear()  # simple and bounded; a miss only costs a derivation
+        entries[key, wrapped] = (self.clock() + self.ttl, seed, cipher)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def hkdf_expand(prk: bytes, info: bytes) -> bytes:
@@ -304,6 +371,28 @@ def hkdf_expand(prk: bytes, info: bytes) -> bytes:
     the extract step.
     """
     return hmac.digest(prk, info + b"\x01", "sha256")
+
+
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+def hmac_pads(prk: bytes) -> tuple[t.Any, t.Any]:
+    """The inner and outer SHA-256 states of HMAC keyed with ``prk`` (at
+    most one block, 64 bytes), for :func:`hkdf_expand_padded`."""
+    block = prk.ljust(64, b"\x00")
+    return hashlib.sha256(block.translate(_IPAD)), hashlib.sha256(block.translate(_OPAD))
+
+
+def hkdf_expand_padded(pads: tuple[t.Any, t.Any], info: bytes) -> bytes:
+    """:func:`hkdf_expand` from the pads :func:`hmac_pads` computed for its
+    ``prk``: the same bytes (RFC 2104's HMAC, spelled out), without
+    rekeying HMAC each time."""
+    inner = pads[0].copy()
+    inner.update(info + b"\x01")
+    outer = pads[1].copy()
+    outer.update(inner.digest())
+    return t.cast(bytes, outer.digest())
 
 
 def new_seed() -> bytes:
@@ -341,23 +430,48 @@ class SessionCipher:
     def open_data(self, data: dict[str, t.Any]) -> tuple[dict[str, bytes], list[str]]:
         """Open every sealed value of a record's ``data`` at once.
 
+        Every value is authenticated here, before the request sees any:
+        one tampered value makes the whole record corrupt.
         :returns: the opened plaintexts by name, and the names of the
             values stored in clear (not sealed).
         :raises CorruptRecordError: as :meth:`open`.
         """
         opened: dict[str, bytes] = {}
         clear: list[str] = []
-        decrypt, ad, prefix = self._aead.decrypt, self._data_ad, SEALED_PREFIX
+        decrypt, ad, prefix, b64 = self._aead.decrypt, self._data_ad, SEALED_PREFIX, _strict_b64decode
         try:
             for name, value in data.items():
                 if value.__class__ is str and value.startswith(prefix):
-                    blob = _strict_b64decode(value[_PREFIX_LEN:])
+                    blob = b64(value[_PREFIX_LEN:])
                     opened[name] = decrypt(blob[:_NONCE], blob[_NONCE:], ad + name.encode())
                 else:
                     clear.append(name)
         except Exception as err:  # binascii.Error, InvalidTag, ValueError
             raise CorruptRecordError("sealed value failed authentication") from err
         return opened, clear
+
+    def open_values(self, data: dict[str, t.Any],
+                    loads: t.Callable[[bytes], t.Any]) -> dict[str, t.Any] | None:
+        """Every value of ``data`` opened and decoded with ``loads``, or
+        ``None`` if one is stored in clear (:meth:`open_data` then sorts
+        them). Every value is authenticated before any is returned.
+
+        :raises CorruptRecordError: as :meth:`open`, and for a plaintext
+            ``loads`` refuses.
+        """
+        values: dict[str, t.Any] = {}
+        decrypt, ad, prefix, b64 = self._aead.decrypt, self._data_ad, SEALED_PREFIX, _strict_b64decode
+        try:
+            for name, value in data.items():
+                if value.__class__ is not str or not value.startswith(prefix):
+                    return None
+                blob = b64(value[_PREFIX_LEN:])
+                values[name] = loads(decrypt(blob[:_NONCE], blob[_NONCE:], ad + name.encode()))
+        except CorruptRecordError:
+            raise
+        except Exception as err:  # binascii.Error, InvalidTag, ValueError
+            raise CorruptRecordError("sealed value failed authentication") from err
+        return values
 
     def open(self, name: str, sealed: str, *, meta: bool = False) -> bytes:
         """Open what :meth:`seal` made of ``name``.

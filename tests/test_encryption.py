@@ -188,10 +188,14 @@ def test_cookie_without_the_server_key_reads_nothing(app, client, twin, caplog):
     assert sid not in caplog.text
 
 
-def test_tampering_one_byte_gives_a_fresh_session(app, client, caplog):
+@pytest.mark.parametrize("warm", [False, True])
+def test_tampering_one_byte_gives_a_fresh_session(app, client, caplog, warm):
     value = marker()
     sid, key = plant(client, value)
     manager = app.extensions["gosession"]
+    if warm:  # the session's cipher is in the process's cache: still authenticated
+        assert client.get("/get/email").json["value"] == value
+        assert len(manager.encryption.cache) == 1
     record = manager.provider.session_read(key, manager.clock())
     sealed = record.data["email"]
     middle = len(SEALED_PREFIX) + (len(sealed) - len(SEALED_PREFIX)) // 2
@@ -624,17 +628,12 @@ def test_rekey_reports_records_not_sealed_yet(twin, backend_name):
     assert "not sealed yet (sealed on their next write): 1" in result.output
 
 
-def test_per_user_index_fields_stay_readable_without_the_cookie(app, client, clock):
-    """The per-user index (issue 13) reads the bound user id (meta ``n``)
-    from records without any cookie, to list and revoke a user's sessions:
-    it stays in clear, also after a rotation, while values are sealed."""
-    from flask import session
-
-    @app.get("/bind/<user>")
-    def bind(user: str) -> str:
-        session.ensure_loaded()
-        session.set_meta("n", user)
-        return "bound"
+def test_per_user_index_fields_stay_readable_without_the_cookie(app, client, clock, backend_name):
+    """The per-user index (issue 13) reads the bound user id and the device
+    fields (meta ``n``, ``h``, ``z``, ``d``) from records without any
+    cookie, to list and revoke a user's sessions: they stay in clear, also
+    after a rotation, while values are sealed; listing and revoking work."""
+    from flask_gosession import revoke_user, sessions_of
 
     client.get("/set/a/1")
     client.get("/bind/user-42")
@@ -645,8 +644,14 @@ def test_per_user_index_fields_stay_readable_without_the_cookie(app, client, clo
     new_sid, _ = session_of(client)
     assert new_sid != sid
     record = stored(app, new_sid)
-    assert record.meta["n"] == "user-42"
+    assert record.meta["n"] == "user-42" and {"h", "z", "d"} <= set(record.meta)
     assert record.data["a"].startswith(SEALED_PREFIX)
+    if backend_name.startswith("memcached"):
+        return  # no per-user index there
+    with app.app_context():
+        assert len(sessions_of("user-42")) == 1
+        assert revoke_user("user-42") == 1
+    assert client.get("/get/a").json["value"] is None
 
 
 def test_rekey_counts_records_under_a_key_no_longer_listed(app, client, twin, backend_name, caplog):
@@ -667,8 +672,63 @@ def test_hkdf_expand_matches_cryptography_byte_for_byte():
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-    from flask_gosession.crypto import hkdf_expand
+    from flask_gosession.crypto import hkdf_expand, hkdf_expand_padded, hmac_pads
 
     for _ in range(50):
         prk, info = os.urandom(32), os.urandom(secrets.randbelow(120))
         assert hkdf_expand(prk, info) == HKDFExpand(hashes.SHA256(), 32, info).derive(prk)
+        assert hkdf_expand_padded(hmac_pads(prk), info) == hkdf_expand(prk, info)
+
+
+# -- the cache of recently used ciphers -------------------------------------------------
+
+
+def test_an_active_session_derives_its_key_once_per_cache_window(app, client):
+    """Within GOSESSION_ENCRYPTION_KEY_CACHE seconds a session's cipher is
+    reused; after it, the entry is gone and the next request derives it."""
+    value = marker()
+    plant(client, value)
+    encryption = app.extensions["gosession"].encryption
+    cache = encryption.cache
+    assert cache is not None and cache.ttl == 60
+    now = [1000.0]
+    cache.clock = lambda: now[0]
+    derived: list[str] = []
+    real = encryption.keyring.cipher
+
+    def counting(seed, sid, key):  # type: ignore[no-untyped-def]
+        derived.append(key)
+        return real(seed, sid, key)
+
+    encryption.keyring.cipher = counting
+    for _ in range(3):
+        assert client.get("/get/email").json["value"] == value
+    assert len(derived) == 1 and len(cache) == 1
+    now[0] += 61
+    assert client.get("/get/email").json["value"] == value
+    assert len(derived) == 2
+
+
+def test_the_cache_can_be_turned_off(twin, client):
+    app = twin(GOSESSION_ENCRYPTION_KEYS=[KEY1], GOSESSION_ENCRYPTION_KEY_CACHE=0)
+    other = app.test_client()
+    other.get("/set/email/" + marker())
+    assert other.get("/get/email").status_code == 200
+    assert app.extensions["gosession"].encryption.cache is None
+
+
+def test_a_warm_cache_in_one_process_opens_nothing_for_another(app, client, twin):
+    """The cache never leaves the process: a second app (another process)
+    with the same server key but no cookie still reads nothing."""
+    value = marker()
+    sid, key = plant(client, value)
+    assert client.get("/get/email").json["value"] == value  # warm here
+    other = twin(GOSESSION_ENCRYPTION_KEYS=[KEY1])
+    assert other.extensions["gosession"].encryption.cache is not app.extensions["gosession"].encryption.cache
+    assert len(other.extensions["gosession"].encryption.cache) == 0
+
+
+@pytest.mark.parametrize("bad", [-1, "soon", True, "-5"])
+def test_a_bad_cache_setting_is_refused(twin, bad):
+    with pytest.raises(ConfigError, match="GOSESSION_ENCRYPTION_KEY_CACHE"):
+        twin(GOSESSION_ENCRYPTION_KEYS=[KEY1], GOSESSION_ENCRYPTION_KEY_CACHE=bad)

@@ -280,6 +280,8 @@ class Sealed(Plain):
                     if not seals:
                         vault.loose_meta.add(name)
                 elif seals:
+                    if not self._accept_plain:
+                        raise CorruptRecordError(f"meta field {name!r} stored in clear in a sealed record")
                     vault.loose_meta.add(name)
         return Record(data, meta, record.atime)
 
@@ -415,6 +417,21 @@ class Sealed(Plain):
 
     def move(self, record: Record, old_sid: str, old_key: str, new_sid: str,
              new_key: str) -> Record:
+        """See :meth:`Plain.move`. The record is read afresh by the rotation,
+        after the request's load checked it, so it is checked again here:
+        with :data:`ACCEPT_PLAIN_KEY` off, a value or sealed meta field in
+        clear is refused, never sealed under the new id (which would turn a
+        value planted in clear into a sealed one).
+
+        :raises CorruptRecordError: for a value that fails authentication,
+            or one in clear that is not accepted.
+        """
+        if not self._accept_plain and (
+            SEED_FIELD not in record.meta
+            or not all(is_sealed(value) for value in record.data.values())
+            or not all(is_sealed(record.meta[name]) for name in SEALED_META.intersection(record.meta))
+        ):
+            raise CorruptRecordError(f"value stored in clear, and {ACCEPT_PLAIN_KEY} is off")
         seed, _ = self._seed_of(record, old_key)
         old = self.keyring.cipher(seed, old_sid, old_key)
         loads, dumps = self._loads, self._dumps

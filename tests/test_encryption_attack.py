@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import secrets
 import typing as t
 
 import pytest
+from flask import session
 
 import liveserver
 from apps import make_app
-from flask import session
-
 from flask_gosession import regenerate
 from flask_gosession.crypto import SEED_FIELD, is_sealed
 from flask_gosession.ids import store_key
@@ -389,3 +387,89 @@ def test_rekey_survives_corrupt_records_and_leaks_nothing(build, backend_name, c
     only_new = build(GOSESSION_ENCRYPTION_KEYS=[KEY2])
     with liveserver.serve(only_new) as port:
         assert user_of(port, good)[0] == "alice"
+
+
+# -- races over HTTP -------------------------------------------------------------------------
+
+
+def _slow_and_fast(port: int, sid: str, fast: str) -> tuple[int, str | None, int, str | None]:
+    """A slow write (its load first) and ``fast`` while it holds."""
+    import threading
+    import time
+
+    out: dict[str, t.Any] = {}
+
+    def slow() -> None:
+        status, _, cookie = liveserver.request(port, "/slow-write?hold=0.4", cookie=sid, method="POST")
+        out["slow"] = (status, cookie)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.15)
+    status, _, cookie = liveserver.request(port, fast, cookie=sid)
+    thread.join(10)
+    return status, cookie, *out["slow"]
+
+
+def _written_in_clear(build: t.Any) -> str:
+    plain = build(GOSESSION_ENCRYPTION_KEYS=None)
+    with liveserver.serve(plain) as port:
+        sid = login(port, "alice")
+        liveserver.request(port, "/set/cart/x", cookie=sid)
+    assert SEED_FIELD not in read(plain, sid).meta and read(plain, sid).data["user"] == "alice"
+    return sid
+
+
+def test_two_requests_converting_one_plain_record(build):
+    sid = _written_in_clear(build)
+    app = build()
+    with liveserver.serve(app) as port:
+        fast, _, slow, _ = _slow_and_fast(port, sid, "/set/other/1")
+        assert fast == 200 and slow == 200
+        record = read(app, sid)
+        assert SEED_FIELD in record.meta
+        assert set(record.data) == {"user", "cart", "other", "w"}
+        assert all(is_sealed(v) for v in record.data.values())
+        status, body, _ = liveserver.request(port, "/get/cart", cookie=sid)
+        assert '"x"' in body and user_of(port, sid)[0] == "alice"
+
+
+def test_a_plain_record_rotated_while_a_save_is_in_flight(build, clock):
+    """A request loads a record in clear; another rotates it by age (sealing
+    it under the new id); the first one's save is forwarded and sealed for
+    the new id. Nothing is written under the old id's key after the mark."""
+    sid = _written_in_clear(build)
+    app = build(GOSESSION_ROTATE_AFTER=100, GOSESSION_ROTATE_GRACE=30)
+    clock.advance(150)
+    with liveserver.serve(app) as port:
+        fast, new, slow, handed = _slow_and_fast(port, sid, "/set/other/1")
+        assert fast == 200 and slow == 200 and new and new != sid
+        assert handed == new
+        old = read(app, sid)
+        assert "w" not in old.data and "other" not in old.data
+        record = read(app, new)
+        assert set(record.data) == {"user", "cart", "other", "w"}
+        assert all(is_sealed(v) for v in record.data.values())
+        assert user_of(port, new)[0] == "alice"
+
+
+# -- turning encryption on, process by process ------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "A process without GOSESSION_ENCRYPTION_KEYS treats a sealed record as corrupt and "
+    "destroys it (Manager.load -> drop_corrupt), so during a rolling deploy that turns "
+    "encryption on, every user whose record a new process sealed and who then reaches an "
+    "old process is logged out for good. Recommended: document a two-step turn-on (deploy "
+    "the keys with GOSESSION_ENCRYPTION_MIGRATE_TO_PLAIN = True everywhere, which opens "
+    "sealed records and writes in clear, then drop the flag), and have Plain.open refuse "
+    "a sealed record without destroying it."))
+def test_a_rolling_turn_on_logs_nobody_out(build):
+    sid = _written_in_clear(build)
+    old = build(GOSESSION_ENCRYPTION_KEYS=None)  # a process not yet redeployed
+    new = build()
+    with liveserver.serve(new) as new_port, liveserver.serve(old) as old_port:
+        liveserver.request(new_port, "/set/other/1", cookie=sid)  # sealed whole now
+        assert SEED_FIELD in read(new, sid).meta
+        liveserver.request(old_port, "/get/user", cookie=sid)  # the balancer's next pick
+        assert user_of(new_port, sid)[0] == "alice"

@@ -232,10 +232,15 @@ class Rotation:
         the rotating request has not written it yet (step 2 above)."""
         manager = self.manager
         target = manager.store.read(target_key, now)
+        # A mark written after this request read its clock (another request
+        # rotated meanwhile, or another host's clock is ahead) is fresh too:
+        # treating it as old would log the client out. Building from it is
+        # safe whatever its age, as _create_checked undoes a build whose
+        # source a logout destroyed.
         if (
             target is not None
             or forward.until is None
-            or not 0 <= now - forward.marked < FRESH_MARK
+            or not now - forward.marked < FRESH_MARK
         ):
             return target
         built = self.moved(record, sid, forward.target, forward.marked, previous=key)

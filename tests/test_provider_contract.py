@@ -189,3 +189,43 @@ def test_session_keys_lists_every_record(provider):
     for key in keys:
         provider.session_init(key, rec(provider.clock(), a=1))
     assert set(provider.session_keys()) == keys
+
+
+# -- session_create: create-if-absent ----------------------------------------------
+
+
+def test_create_stores_only_if_absent(provider):
+    """Rotation relies on it: of two builders of one new record, one wins,
+    and an existing record is never replaced (psycopg 3 once made this
+    always succeed on PostgreSQL, silently losing concurrent writes)."""
+    key, now = new_key(), provider.clock()
+    assert provider.session_create(key, rec(now, a=1)) is True
+    assert provider.session_create(key, rec(now, a=2)) is False
+    assert provider.session_read(key, now).data == {"a": 1}
+
+
+def test_create_never_replaces_a_tombstone(provider):
+    key, now = new_key(), provider.clock()
+    provider.session_init(key, Record({}, {"c": now, "x": 1}, now))
+    assert provider.session_create(key, rec(now, a=1)) is False
+    assert "x" in provider.session_read(key, now).meta
+
+
+def test_concurrent_creates_of_one_key_have_one_winner(provider):
+    import threading
+
+    key, now = new_key(), provider.clock()
+    barrier = threading.Barrier(8)
+    results: list[bool] = []
+
+    def create(n: int) -> None:
+        barrier.wait(10)
+        results.append(provider.session_create(key, rec(now, a=n)))
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == [False] * 7 + [True]
+    assert provider.session_read(key, now).data["a"] in range(8)

@@ -184,3 +184,25 @@ def test_destroy_then_write_starts_new_session(client, app):
     new = cookie_value(client)
     assert new and new != old
     assert client.get("/flashes").json == ["bye"]
+
+
+def test_a_mark_written_after_the_request_read_its_clock_is_followed(app, clock):
+    """A request reads its clock, then another request (or another host,
+    whose clock is ahead) marks the record rotated before the new record is
+    written: the mark looks younger than zero, and is fresh, so the request
+    builds the new record and continues, instead of logging the client out."""
+    from flask_gosession.ids import new_sid, seal_forward, store_key
+    from flask_gosession.meta import FORWARD_AT, FORWARD_UNTIL
+    from flask_gosession.providers.base import FORWARD_FIELD, Change
+
+    client = app.test_client()
+    client.get("/set/user/alice")
+    old = client.get_cookie("gosessionid").value.split(".")[0]
+    target = new_sid()
+    manager = app.extensions["gosession"]
+    now = clock()
+    mark = {FORWARD_FIELD: seal_forward(old, target), FORWARD_AT: now + 0.5, FORWARD_UNTIL: now + 30}
+    assert manager.provider.session_update(store_key(old), Change(meta=mark, atime=now)).value == "applied"
+    response = client.get("/get/user")
+    assert response.json["value"] == "alice"
+    assert client.get_cookie("gosessionid").value.split(".")[0] == target

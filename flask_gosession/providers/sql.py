@@ -318,8 +318,10 @@ class SQLProvider(Provider):
         #: docs); ``None`` on dialects without an upsert.
         self._index_claim: t.Any = None
         self._upsert: t.Any = None
-        #: INSERT that does nothing when the key exists (rowcount 0).
+        #: INSERT that does nothing when the key exists (rowcount 0, or no
+        #: row returned where :attr:`_insert_new_returns`).
         self._insert_new: t.Any = None
+        self._insert_new_returns = False
         if dialect in ("postgresql", "sqlite"):
             from sqlalchemy.dialects import postgresql, sqlite
 
@@ -330,6 +332,11 @@ class SQLProvider(Provider):
                 set_={"data": stmt.excluded.data, "atime": stmt.excluded.atime},
             )
             self._insert_new = stmt.on_conflict_do_nothing(index_elements=[c.id])
+            if dialect == "postgresql":
+                # RETURNING, not the rowcount: psycopg 3 reports -1 for an
+                # INSERT ... ON CONFLICT DO NOTHING, whether it inserted or not.
+                self._insert_new = self._insert_new.returning(c.id)
+                self._insert_new_returns = True
             claim = insert(users).values(user_key=key, data=b"", expires=0.0)
             self._index_claim = claim.on_conflict_do_update(
                 index_elements=[u.user_key], set_={"expires": u.expires}
@@ -497,12 +504,18 @@ class SQLProvider(Provider):
     def session_create(self, key: str, record: Record) -> bool:
         params = {"k": key, "d": self.pack_checked(key, record), "a": record.atime}
         if self._insert_new is not None:
+            if self._insert_new_returns:
+                return self._run(
+                    "create the session",
+                    lambda conn: conn.execute(self._insert_new, params).first() is not None,
+                    write=True,
+                )
             rowcount = self._run(
                 "create the session",
                 lambda conn: conn.execute(self._insert_new, params).rowcount,
                 write=True,
             )
-            return bool(rowcount)
+            return rowcount == 1
         try:
             self._run("create the session", lambda conn: conn.execute(self._insert, params), write=True)
         except ProviderError as err:

@@ -45,7 +45,7 @@ from .crypto import (
     is_sealed,
     new_seed,
 )
-from .errors import ConfigError, CorruptRecordError
+from .errors import ConfigError, CorruptRecordError, SessionUnreadable
 from .ids import label, store_key
 from .providers.base import DEAD_FIELD, FORWARD_FIELD, Change, Outcome, Record
 from .serializers import get_serializer, tag
@@ -148,16 +148,18 @@ class Plain:
     def open(self, session: ServerSession, sid: str, key: str, record: Record) -> Record:
         """``record`` as loaded for ``sid``, in clear.
 
-        :raises CorruptRecordError: for a sealed record (encryption was
-            turned off without :data:`MIGRATE_KEY`).
+        :raises SessionUnreadable: for a sealed record (this process lacks
+            the keys: a rolling deploy turning encryption on, or keys
+            removed without :data:`MIGRATE_KEY`); the record is kept.
         """
         if SEED_FIELD in record.meta:
             log.error(
-                "session record %s is encrypted, but %s is not set: set the keys again, "
-                "with %s = True to turn encryption off without logging anyone out",
+                "session record %s is encrypted, but %s is not set in this process: "
+                "answered 503 and kept the record (set the keys; to turn encryption off, "
+                "keep them with %s = True)",
                 label(key), KEYS_KEY, MIGRATE_KEY,
             )
-            raise CorruptRecordError("encrypted record, and encryption is off")
+            raise SessionUnreadable("encrypted record, and this process has no keys")
         return record
 
     def seal_new(self, session: ServerSession, sid: str, key: str, record: Record) -> Record:

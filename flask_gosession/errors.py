@@ -157,3 +157,15 @@ class SessionLimitReached(GoSessionError):
             "Sign out on one of them first."
         )
         super().__init__(self.message)
+
+
+class SessionUnreadable(ProviderError):
+    """This process cannot open the session's record: it is sealed, and
+    ``GOSESSION_ENCRYPTION_KEYS`` is not set here (a process not yet
+    redeployed while encryption is being turned on, or keys removed without
+    ``GOSESSION_ENCRYPTION_MIGRATE_TO_PLAIN``).
+
+    An HTTP 503, like an unreachable store: the record and the cookie are
+    kept, so the user is not logged out, and a process that has the keys
+    serves the next request.
+    """

@@ -19,7 +19,7 @@ from flask import current_app, request
 
 from . import signals
 from .encryption import Plain
-from .errors import CorruptRecordError
+from .errors import CorruptRecordError, SessionUnreadable
 from .gc import GCThread
 from .ids import is_valid_sid, label, new_sid, new_token, open_token, seal_token, store_key
 from .meta import AGENT, CREATED, ISSUED, PREVIOUS, TOKEN, USER
@@ -167,6 +167,8 @@ class Manager:
                 session.refuse()
                 return
             values = {k: untag(v) for k, v in record.data.items()}
+        except SessionUnreadable:
+            raise  # a 503 that keeps the record and the cookie
         except Exception as err:  # untag() of hostile data raises anything
             self.store.drop_corrupt(key, err)
             session.refuse()

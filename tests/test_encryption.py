@@ -468,9 +468,13 @@ def test_turning_encryption_off_silently_is_refused(app, client, twin, caplog):
     off.set_cookie("gosessionid", sid)
     with caplog.at_level(logging.WARNING, logger="flask_gosession"):
         response = off.get("/get/email")
-    assert response.status_code == 200
-    assert response.json == {"value": None, "keys": []}  # never ciphertext as data
+    # Loud, and nothing lost: a 503 (never ciphertext as data, never a
+    # silent logout), the record kept for when the keys are back.
+    assert response.status_code == 503
+    assert b"$gs1$" not in response.data
     assert "GOSESSION_ENCRYPTION_MIGRATE_TO_PLAIN" in caplog.text
+    assert stored(app, sid) is not None
+    assert client.get("/get/email").status_code == 200  # the app with the keys still reads it
 
 
 def test_migrating_to_plain_decrypts_on_the_next_write(app, client, twin):

@@ -17,7 +17,7 @@ import typing as t
 import pytest
 
 from apps import make_app
-from backends import ALL_BACKENDS
+from backends import ALL_BACKENDS, one_process_config
 from flask_gosession.crypto import SEALED_PREFIX, SEED_FIELD
 from flask_gosession.errors import ConfigError
 from flask_gosession.ids import store_key
@@ -36,12 +36,7 @@ def backend_name(request) -> str:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def backend_config(request, backend_name):  # type: ignore[no-untyped-def]
-    if backend_name == "memory":
-        # One instance for every app of the test, as one process would have.
-        from flask_gosession.providers.memory import MemoryProvider
-
-        return {"GOSESSION_PROVIDER": MemoryProvider()}
-    return request.getfixturevalue(f"backend_{backend_name}")
+    return one_process_config(request, backend_name)
 
 
 @pytest.fixture

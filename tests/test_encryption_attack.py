@@ -18,6 +18,7 @@ from flask import session
 
 import liveserver
 from apps import make_app
+from backends import one_process_config
 from flask_gosession import regenerate
 from flask_gosession.crypto import SEED_FIELD, is_sealed
 from flask_gosession.ids import store_key
@@ -38,12 +39,7 @@ def backend_name(request) -> str:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def backend_config(request, backend_name):  # type: ignore[no-untyped-def]
-    if backend_name == "memory":
-        # One instance for every app of the test, as one process would have.
-        from flask_gosession.providers.memory import MemoryProvider
-
-        return {"GOSESSION_PROVIDER": MemoryProvider()}
-    return request.getfixturevalue(f"backend_{backend_name}")
+    return one_process_config(request, backend_name)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ Each module defines fixtures named ``backend_<name>`` that return the
 from __future__ import annotations
 
 import os
+import typing as t
 
 import pytest
 
@@ -32,3 +33,15 @@ def missing(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required in CI: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def one_process_config(request: t.Any, name: str) -> dict[str, t.Any]:
+    """The config of backend ``name`` for a test whose apps stand for the
+    processes of one deployment: the memory store is then one shared
+    instance (as one process would have), every other store its fixture."""
+    if name == "memory":
+        from flask_gosession.providers.memory import MemoryProvider
+
+        return {"GOSESSION_PROVIDER": MemoryProvider()}
+    config: dict[str, t.Any] = request.getfixturevalue(f"backend_{name}")
+    return config

@@ -549,3 +549,31 @@ def test_sessions_of_reads_only_that_users_sessions(app):
     with app.app_context():
         assert len(sessions_of("alice")) == 2
     assert dict(counter.calls) == {"index_read": 1, "session_peek": 1}
+
+
+def test_signing_out_adds_one_index_write_to_the_logout(app):
+    """Destroying a bound session costs what destroying an unbound one
+    costs, plus the one index write that takes it off the list; unbinding
+    costs what a rotation costs, plus that write."""
+    anonymous = app.test_client()
+    anonymous.get("/set/k/v")
+    bound = login(app)
+    counter = install(app)
+    anonymous.get("/logout")
+    plain = dict(counter.calls)
+    counter.reset()
+    bound.get("/logout")
+    signed_out = dict(counter.calls)
+    assert signed_out.pop("index_write") == 1
+    assert signed_out == plain
+
+    rotated, unbound = app.test_client(), login(app)
+    rotated.get("/set/k/v")
+    counter.reset()
+    rotated.get("/regenerate")
+    rotation = dict(counter.calls)
+    counter.reset()
+    unbound.get("/unbind")
+    unbinding = dict(counter.calls)
+    assert unbinding.pop("index_write") == 1
+    assert unbinding == rotation

@@ -383,15 +383,19 @@ def test_a_bound_session_costs_what_an_unbound_one_costs(app):
     assert sorted(counter.calls) == ["session_read", "session_update"]
 
 
+def calls_of(counter: t.Any, client: t.Any, path: str) -> dict[str, int]:
+    """The store calls one request makes."""
+    counter.reset()
+    client.get(path)
+    return dict(counter.calls)
+
+
 def test_binding_adds_one_index_write_to_the_rotation(app):
     client = app.test_client()
     client.get("/set/k/v")
     counter = install(app)
-    client.get("/regenerate")
-    rotation = dict(counter.calls)
-    counter.reset()
-    client.get("/bind/alice")
-    binding = dict(counter.calls)
+    rotation = calls_of(counter, client, "/regenerate")
+    binding = calls_of(counter, client, "/bind/alice")
     assert binding.pop("index_write") == 1
     assert binding == rotation
 
@@ -559,21 +563,14 @@ def test_signing_out_adds_one_index_write_to_the_logout(app):
     anonymous.get("/set/k/v")
     bound = login(app)
     counter = install(app)
-    anonymous.get("/logout")
-    plain = dict(counter.calls)
-    counter.reset()
-    bound.get("/logout")
-    signed_out = dict(counter.calls)
+    plain = calls_of(counter, anonymous, "/logout")
+    signed_out = calls_of(counter, bound, "/logout")
     assert signed_out.pop("index_write") == 1
     assert signed_out == plain
 
     rotated, unbound = app.test_client(), login(app)
     rotated.get("/set/k/v")
-    counter.reset()
-    rotated.get("/regenerate")
-    rotation = dict(counter.calls)
-    counter.reset()
-    unbound.get("/unbind")
-    unbinding = dict(counter.calls)
+    rotation = calls_of(counter, rotated, "/regenerate")
+    unbinding = calls_of(counter, unbound, "/unbind")
     assert unbinding.pop("index_write") == 1
     assert unbinding == rotation

@@ -68,16 +68,24 @@ def test_a_relogin_racing_an_age_rotation_stays_in_the_index(app, clock):
         aged = request(port, "/get/user", old)
         assert aged[0] == 200
         relogin.join(30)
-        status, _, new = done[0]
-        assert status == 200 and new
-        assert bound_user(port, new) == "alice"
-        listed = store_key(new) in index_keys(app, "alice")
-        with app.app_context():
-            revoke_user("alice")
-        for sid in (old, aged[2], new):
-            if sid:
-                assert bound_user(port, sid) is None, sid
-        assert listed
+        revoked_with_the_relogin(app, port, done, old, aged[2])
+
+
+def revoked_with_the_relogin(app: t.Any, port: int, done: list[t.Any], *others: str | None) -> None:
+    """The held re-login in ``done`` ended bound to alice with its new key in
+    her index, and ``revoke_user`` then leaves no id working (``others``:
+    the ids that raced it)."""
+    status, _, new = done[0]
+    assert status == 200 and new
+    assert bound_user(port, new) == "alice"
+    listed = store_key(new) in index_keys(app, "alice")
+    with app.app_context():
+        revoke_user("alice")
+        assert sessions_of("alice") == []
+    for sid in (*others, new):
+        if sid:
+            assert bound_user(port, sid) is None, sid
+    assert listed
 
 
 @pytest.mark.parametrize("app_config", [{"GOSESSION_TOKEN_CHECK": False, "GOSESSION_GC_INTERVAL": 0,
@@ -99,15 +107,7 @@ def test_a_relogin_racing_a_horizon_refresh_stays_in_the_index(app, clock):
         time.sleep(0.2)
         assert bound_user(port, old) == "alice"  # refreshes the horizon of O
         relogin.join(30)
-        status, _, new = done[0]
-        assert status == 200 and new
-        assert bound_user(port, new) == "alice"
-        listed = store_key(new) in index_keys(app, "alice")
-        with app.app_context():
-            revoke_user("alice")
-            assert sessions_of("alice") == []
-        assert bound_user(port, new) is None
-        assert listed
+        revoked_with_the_relogin(app, port, done, old)
 
 
 # -- the per-user limit ----------------------------------------------------------------

@@ -670,25 +670,28 @@ class SQLProvider(Provider):
             self.engine.dispose()
 
 
-def _make_table(sa: t.Any, name: str) -> t.Any:
+def _data_column(sa: t.Any) -> t.Any:
+    """The ``data`` column of both tables: an encoded blob."""
     from sqlalchemy.dialects.mysql import MEDIUMBLOB
 
+    # BLOB on MySQL stops at 64 KiB; MEDIUMBLOB holds 16 MiB.
+    return sa.Column("data", sa.LargeBinary().with_variant(MEDIUMBLOB(), "mysql", "mariadb"), nullable=False)
+
+
+def _make_table(sa: t.Any, name: str) -> t.Any:
     metadata = sa.MetaData()
     index = _index_name(name, "atime")
     return sa.Table(
         name,
         metadata,
         sa.Column("id", sa.String(64), primary_key=True),
-        # BLOB on MySQL stops at 64 KiB; MEDIUMBLOB holds 16 MiB.
-        sa.Column("data", sa.LargeBinary().with_variant(MEDIUMBLOB(), "mysql", "mariadb"), nullable=False),
+        _data_column(sa),
         sa.Column("atime", sa.Double(), nullable=False),
         sa.Index(index, "atime"),
     )
 
 
 def _make_user_table(sa: t.Any, metadata: t.Any, sessions: str) -> t.Any:
-    from sqlalchemy.dialects.mysql import MEDIUMBLOB
-
     name = sessions + "_users"
     if len(name) > 63:
         name = "gs_" + hashlib.sha256(sessions.encode()).hexdigest()[:20] + "_users"
@@ -696,7 +699,7 @@ def _make_user_table(sa: t.Any, metadata: t.Any, sessions: str) -> t.Any:
         name,
         metadata,
         sa.Column("user_key", sa.String(64), primary_key=True),
-        sa.Column("data", sa.LargeBinary().with_variant(MEDIUMBLOB(), "mysql", "mariadb"), nullable=False),
+        _data_column(sa),
         sa.Column("expires", sa.Double(), nullable=False),
         sa.Index(_index_name(name, "expires"), "expires"),
     )

@@ -34,3 +34,8 @@ token_rejected = _signals.signal("gosession-token-rejected")
 #: ``"user-agent"`` for a binding mismatch), ``revoked`` (whether the
 #: session the id led to was destroyed).
 hijack_suspected = _signals.signal("gosession-hijack-suspected")
+
+#: A session was imported from an earlier session system on first visit
+#: (:mod:`flask_gosession.importing`). Kwargs: ``sid_hash`` (of the new
+#: session), ``source`` (``"flask-cookie"`` or ``"flask-session"``).
+session_imported = _signals.signal("gosession-session-imported")

@@ -97,7 +97,9 @@ def gc_command() -> None:
 
 @gosession_cli.command("stats")
 def stats_command() -> None:
-    """Show the provider and how many sessions it holds."""
+    """Show the provider, how many sessions it holds, and its event
+    counters (``imported:<source>``, ``import-refused:<reason>``) on stores
+    that keep them."""
     provider = _manager().provider
     count = _store("stats", provider.session_count)
     if count is None:
@@ -109,6 +111,9 @@ def stats_command() -> None:
         click.echo(f"sessions: {count} in this command's own process")
     else:
         click.echo(f"sessions: {count}")
+    if provider.counts_events:
+        for name, value in (_store("stats", provider.event_counts) or {}).items():
+            click.echo(f"{name}: {value}")
     _note(provider)
 
 

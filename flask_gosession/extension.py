@@ -17,6 +17,7 @@ from .errors import (
     StoreUnavailable,
     UserIndexUnsupported,
 )
+from .importing import load_importer
 from .interface import GoSessionInterface, warn_too_large
 from .manager import Manager
 from .registry import build_provider, known_keys
@@ -78,6 +79,7 @@ class GoSession:
             )
         manager = Manager(provider, settings, clock=self.clock)
         manager.encryption = encryption
+        manager.importer = load_importer(app, manager)
         app.extensions["gosession"] = manager
         app.session_interface = _interface
 

@@ -5,6 +5,7 @@ import logging
 import typing as t
 from datetime import datetime, timezone
 
+from flask import current_app, request
 from flask.sessions import SessionInterface
 from werkzeug.datastructures import Headers
 
@@ -53,6 +54,23 @@ class GoSessionInterface(SessionInterface):
         return manager.open(presented)
 
     def save_session(self, app: Flask, session: t.Any, response: Response) -> None:
+        self._save(app, session, response)
+        importer = _manager(app).importer
+        if importer is not None and response.status_code != 503:
+            # Not after a store failure: what was not imported stays importable.
+            importer.drop_old_cookie(session, request, response, self._delete_cookie)
+
+    def _delete_cookie(self, response: Response, name: str) -> None:
+        """Delete cookie ``name`` as set with this app's cookie settings."""
+        app = current_app
+        response.delete_cookie(
+            name, domain=self.get_cookie_domain(app), path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app), partitioned=self.get_cookie_partitioned(app),
+            samesite=self.get_cookie_samesite(app), httponly=self.get_cookie_httponly(app),
+        )
+        _vary_cookie(response)
+
+    def _save(self, app: Flask, session: t.Any, response: Response) -> None:
         if not session.loaded and not session.via_url:
             # Never read (Flask marks the session accessed as soon as the
             # ``flask.session`` proxy is touched, even without a read):

@@ -15,7 +15,7 @@ import hashlib
 import time
 import typing as t
 
-from flask import current_app, request
+from flask import current_app, has_request_context, request
 
 from . import signals
 from .encryption import Plain
@@ -31,6 +31,7 @@ from .store import Store
 from .users import Users
 
 if t.TYPE_CHECKING:
+    from .importing import Importer
     from .settings import Settings
     from .tokens import TokenGuard
 
@@ -79,6 +80,9 @@ class Manager:
         #: The app's token guard, set by ``init_app`` (it also says whether
         #: the token check defers to Flask-WTF); ``None`` for a bare manager.
         self.guard: TokenGuard | None = None
+        #: The import of earlier sessions (:mod:`flask_gosession.importing`),
+        #: set by ``init_app`` when one is configured.
+        self.importer: Importer | None = None
         #: The background GC thread of this manager.
         self.gc_thread = GCThread(
             lambda: self.gc(),  # looked up at each run, so a wrapped gc() is used
@@ -129,8 +133,16 @@ class Manager:
 
         Strict mode: an id that is malformed, unknown, expired, corrupt,
         bound to another client or rotated out beyond its grace window is
-        refused, and the session starts new with a fresh id.
+        refused, and the session starts new with a fresh id. With an import
+        configured, a new session may then take an earlier system's session
+        (:meth:`Importer.examine <flask_gosession.importing.Importer.examine>`).
         """
+        self._load(session)
+        importer = self.importer
+        if importer is not None and has_request_context():
+            importer.examine(session, request, self._clock())
+
+    def _load(self, session: ServerSession) -> None:
         presented = session.presented
         if presented is None:
             return
@@ -218,6 +230,8 @@ class Manager:
             cookie = self._save(session, now)
             if session.unindex:
                 self.users.saved(session)
+            if session.imported is not None:
+                t.cast("Importer", self.importer).finish(session)
             return cookie
         except CorruptRecordError as err:
             # The record was corrupted while this request ran: it is
@@ -262,7 +276,7 @@ class Manager:
         sid = session.sid  # gives the session its id
         key = t.cast(str, session.key)
         meta = dict(session.meta)
-        meta[CREATED] = now
+        meta.setdefault(CREATED, now)  # an imported session's is earlier
         meta[ISSUED] = now
         if session.token is not None:
             meta[TOKEN] = seal_token(sid, session.token)

@@ -127,6 +127,12 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
     #: What this request knows of the record's encryption (its seed and
     #: derived ciphers; :class:`flask_gosession.encryption.Vault`), or ``None``.
     vault: t.Any = None
+    #: The earlier session system's cookie to delete from the client
+    #: (:mod:`flask_gosession.importing`), or ``None``.
+    old_cookie: str | None = None
+    #: The earlier session this new one was imported from
+    #: (:class:`flask_gosession.importing.Imported`), until it is saved.
+    imported: t.Any = None
 
     def __init__(self, manager: Manager, presented: str | None = None, via_url: bool = False,
                  *, request: Request | None = None) -> None:
@@ -236,6 +242,15 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         if moved:
             self.reissue = True
         self.set_identity(sid, key)
+
+    def take_imported(self, values: dict[str, t.Any], meta: dict[str, t.Any],
+                      imported: t.Any) -> None:
+        """Hold the values of an earlier session system's session (a new
+        session only); ``meta`` fields set to ``None`` are left out."""
+        dict.update(self, values)
+        self.meta.update({k: v for k, v in meta.items() if v is not None})
+        self.imported = imported
+        self._modified = True
 
     def stored(self, meta: dict[str, t.Any], atime: float) -> None:
         """A new session was written to the store under its id."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from . import coerce
 from .encryption import DEFAULTS as ENCRYPTION_DEFAULTS
 from .errors import ConfigError
+from .importing import DEFAULTS as IMPORT_DEFAULTS
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -48,6 +49,8 @@ DEFAULTS: dict[str, t.Any] = {
 }
 # Encryption at rest: validated by flask_gosession.encryption.load_encryption.
 DEFAULTS.update(ENCRYPTION_DEFAULTS)
+# Importing earlier sessions: validated by flask_gosession.importing.load_importer.
+DEFAULTS.update(IMPORT_DEFAULTS)
 
 #: What a login over ``GOSESSION_MAX_SESSIONS_PER_USER`` does.
 LIMIT_POLICIES = ("evict", "refuse")

@@ -10,7 +10,8 @@ import typing as t
 from flask_gosession.providers.base import Change, Outcome, Provider, Record
 
 OPERATIONS = ("session_init", "session_create", "session_read", "session_update", "session_touch",
-              "session_destroy", "session_gc", "index_write", "index_read", "session_peek")
+              "session_destroy", "session_gc", "index_write", "index_read", "session_peek",
+              "count_event")
 
 
 class CountingProvider(Provider):
@@ -22,6 +23,7 @@ class CountingProvider(Provider):
         self.touches_on_read = inner.touches_on_read  # type: ignore[misc]
         self.native_ttl = inner.native_ttl  # type: ignore[misc]
         self.user_index = inner.user_index  # type: ignore[misc]
+        self.counts_events = inner.counts_events  # type: ignore[misc]
 
     @property  # type: ignore[override]
     def clock(self) -> t.Callable[[], float]:
@@ -76,6 +78,13 @@ class CountingProvider(Provider):
     def session_peek(self, keys: t.Sequence[str], now: float) -> t.Any:
         self.calls["session_peek"] += 1
         return self.inner.session_peek(keys, now)
+
+    def count_event(self, name: str) -> None:
+        self.calls["count_event"] += 1
+        self.inner.count_event(name)
+
+    def event_counts(self) -> dict[str, int] | None:
+        return self.inner.event_counts()
 
     def session_count(self) -> int | None:
         return self.inner.session_count()

@@ -7,7 +7,7 @@ import typing as t
 from flask_gosession import signals
 
 ALL = ("session_created", "session_rotated", "session_destroyed", "session_expired",
-       "token_rejected", "hijack_suspected")
+       "token_rejected", "hijack_suspected", "session_imported")
 
 
 @contextlib.contextmanager

@@ -229,3 +229,27 @@ def test_concurrent_creates_of_one_key_have_one_winner(provider):
         thread.join(30)
     assert sorted(results) == [False] * 7 + [True]
     assert provider.session_read(key, now).data["a"] in range(8)
+
+
+def test_event_counters_count_every_event_once_across_threads(provider):
+    """``count_event`` is atomic (``flask gosession stats`` shows it);
+    stores that cannot count say so."""
+    import concurrent.futures
+
+    if not provider.counts_events:
+        assert provider.event_counts() is None
+        provider.count_event("imported:flask-cookie")  # accepted, not kept
+        assert provider.event_counts() is None
+        return
+    assert provider.event_counts() == {}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: provider.count_event(
+            "imported:flask-cookie" if i % 3 else "import-refused:pickle"), range(60)))
+    assert provider.event_counts() == {"import-refused:pickle": 20, "imported:flask-cookie": 40}
+    # Counters are not sessions.
+    assert provider.session_count() == 0
+    assert list(provider.session_keys()) == []
+    provider.session_gc(3600)
+    assert provider.event_counts()["imported:flask-cookie"] == 40
+    provider.session_clear()
+    assert provider.event_counts() == {}

@@ -5,6 +5,7 @@ import logging
 import re
 
 import pytest
+from flask.sessions import SecureCookieSessionInterface
 
 from helpers import cookie_value
 from signals_capture import ALL, captured
@@ -16,12 +17,14 @@ EXPECTED_KWARGS = {
     "session_expired": {"sid_hash", "reason"},
     "token_rejected": {"sid_hash", "reason"},
     "hijack_suspected": {"sid_hash", "reason", "revoked"},
+    "session_imported": {"sid_hash", "source"},
 }
 
 
 @pytest.fixture
 def app_config():
-    return {"GOSESSION_TOKEN_CHECK": True, "GOSESSION_GC_INTERVAL": 0}
+    return {"GOSESSION_TOKEN_CHECK": True, "GOSESSION_GC_INTERVAL": 0,
+            "GOSESSION_IMPORT_FLASK_COOKIE": True}
 
 
 def test_lifecycle_signals_and_logs_never_carry_raw_ids(app, clock, caplog):
@@ -49,6 +52,11 @@ def test_lifecycle_signals_and_logs_never_carry_raw_ids(app, clock, caplog):
         third.get("/set/y/1")
         ids.add(cookie_value(third))
         third.get("/logout")  # destroyed: destroy
+        migrated = app.test_client()
+        serializer = SecureCookieSessionInterface().get_signing_serializer(app)
+        migrated.set_cookie("session", serializer.dumps({"z": "1"}))
+        assert migrated.get("/get/z").json["value"] == "1"  # imported
+        ids.add(cookie_value(migrated))
     fired = {name for name, _, _ in seen}
     assert fired == set(ALL)
     for name, sender, kwargs in seen:

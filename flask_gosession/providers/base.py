@@ -184,6 +184,20 @@ def record_from_parts(data: t.Any, meta: t.Any, atime: t.Any) -> Record:
     return Record(data, meta, float(atime))
 
 
+def parse_counts(raw: t.Mapping[str, t.Any]) -> dict[str, int]:
+    """Event counters as a store returned them (bytes, strings or numbers),
+    as ints; a value that is not a plain decimal count is left out."""
+    counts: dict[str, int] = {}
+    for name, value in raw.items():
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        if isinstance(value, int) and not isinstance(value, bool):
+            counts[name] = value
+        elif isinstance(value, str) and value.strip().isdigit() and len(value) < 20:
+            counts[name] = int(value)
+    return dict(sorted(counts.items()))
+
+
 class Provider(abc.ABC):
     """Abstract base of every session store.
 
@@ -358,6 +372,24 @@ class Provider(abc.ABC):
 
     def session_count(self) -> int | None:
         """How many records are stored, or ``None`` if the store cannot tell."""
+        return None
+
+    # -- event counters (``flask gosession stats``) -------------------------
+
+    #: ``True`` for a store that keeps :meth:`count_event` counters shared
+    #: by every process using it.
+    counts_events: t.ClassVar[bool] = False
+
+    def count_event(self, name: str) -> None:  # noqa: B027 (optional, not abstract)
+        """Add one to the counter ``name`` (a short ASCII word such as
+        ``"imported:flask-cookie"``), atomically across processes. Rare
+        events only (one per migrated visitor): one round trip each. The
+        default keeps no counter.
+        """
+
+    def event_counts(self) -> dict[str, int] | None:
+        """Every counter :meth:`count_event` kept, or ``None`` if the store
+        keeps none."""
         return None
 
     # -- the per-user index (see flask_gosession.userindex) -----------------

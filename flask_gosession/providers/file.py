@@ -116,6 +116,10 @@ _NS = 1_000_000_000
 #: The directory of the per-user indexes, and the prefix of their lock stripes.
 _USERS = "users"
 _USER_STRIPE = "u"
+#: Event counters (``count_event``): one file per counter, one byte per event.
+_EVENTS = "events"
+_EVENT_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 log = logging.getLogger("flask_gosession")
 
@@ -596,8 +600,38 @@ class FileProvider(Provider):
                 if _KEY_RE.fullmatch(entry.name)
             )
 
+    counts_events = True
+
+    def count_event(self, name: str) -> None:
+        """Append one byte to ``events/<name>``: ``O_APPEND`` writes are
+        atomic, so the file's size is the count, across processes, without
+        a lock."""
+        path = self._event_path(name)
+        with self._errors("count an event"):
+            _mkdir(os.path.dirname(path))
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW, 0o600)
+            try:
+                os.write(fd, b".")
+            finally:
+                os.close(fd)
+
+    def event_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self._errors("read the event counters"):
+            for entry in _scandir(os.path.join(self.directory, _EVENTS)):
+                if _EVENT_RE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                    counts[entry.name.replace(".", ":")] = entry.stat(follow_symlinks=False).st_size
+        return dict(sorted(counts.items()))
+
+    def _event_path(self, name: str) -> str:
+        filename = name.replace(":", ".")
+        if not _EVENT_RE.fullmatch(filename):
+            raise ValueError(f"not an event counter name: {name!r}")
+        return os.path.join(self.directory, _EVENTS, filename)
+
     def session_clear(self) -> int:
-        """Remove every record and every user index; return how many records."""
+        """Remove every record, every user index and the event counters;
+        return how many records."""
         removed = 0
         with self._errors("clear sessions"):
             for stripes, count in ((self._stripes(), True), (self._index_stripes(), False)):
@@ -610,6 +644,10 @@ class FileProvider(Provider):
                             with contextlib.suppress(FileNotFoundError):
                                 os.unlink(path)
                                 removed += count
+            for entry in _scandir(os.path.join(self.directory, _EVENTS)):
+                if _EVENT_RE.fullmatch(entry.name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
         return removed
 
     def session_keys(self) -> t.Iterator[str]:

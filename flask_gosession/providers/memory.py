@@ -99,6 +99,8 @@ class MemoryProvider(Provider):
         #: and dropping one would hide live sessions from revocation.
         self._indexes: dict[str, tuple[float, bytes]] = {}
         self._lock = threading.Lock()
+        #: Event counters (:meth:`count_event`), kept in this process.
+        self._events: dict[str, int] = {}
         #: The most records held, or ``None``.
         self.max_sessions = positive_int(max_sessions, MAX_SESSIONS, optional=True)
         self.max_record_size = positive_int(max_record_size, MAX_RECORD_SIZE, optional=True)
@@ -239,11 +241,22 @@ class MemoryProvider(Provider):
     def session_count(self) -> int:
         return len(self._entries)
 
+    counts_events = True
+
+    def count_event(self, name: str) -> None:
+        with self._lock:
+            self._events[name] = self._events.get(name, 0) + 1
+
+    def event_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(sorted(self._events.items()))
+
     def session_clear(self) -> int:
         with self._lock:
             count = len(self._entries)
             self._entries.clear()
             self._indexes.clear()
+            self._events.clear()
         return count
 
     # -- the per-user index -------------------------------------------------

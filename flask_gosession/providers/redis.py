@@ -157,7 +157,16 @@ from ..ids import label
 from ._addresses import flag, parse_address_list, positive_seconds
 from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, positive_int, record_cap
 from ._redis_lane import CommandLane
-from .base import DEAD_FIELD, FORWARD_FIELD, Change, Outcome, Provider, Record, redact
+from .base import (
+    DEAD_FIELD,
+    FORWARD_FIELD,
+    Change,
+    Outcome,
+    Provider,
+    Record,
+    parse_counts,
+    redact,
+)
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -465,6 +474,14 @@ for name, e in pairs(entries) do
 end
 return reply
 """
+
+#: The hash of event counters, after the prefix.
+STATS_NAME = "stats"
+
+
+def _text(value: t.Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
 
 #: A session's store key after the prefix (index keys are not).
 _SESSION_NAME = re.compile(rb"[0-9a-f]{64}")
@@ -803,11 +820,30 @@ class RedisProvider(Provider):
         except self._errors as err:
             raise ProviderError(f"Redis count failed: {redact(str(err))}") from err
 
+    counts_events = True
+
+    def count_event(self, name: str) -> None:
+        """``HINCRBY`` on the one counters hash, ``<prefix>stats`` (one key,
+        so it works on Redis Cluster too; no TTL: counters are kept until
+        ``flask gosession clear``)."""
+        try:
+            self._send("HINCRBY", self.key_prefix + STATS_NAME, name, 1)
+        except self._errors as err:
+            raise ProviderError(f"Redis count_event failed: {redact(str(err))}") from err
+
+    def event_counts(self) -> dict[str, int]:
+        try:
+            fields = self.client.hgetall(self.key_prefix + STATS_NAME)
+        except self._errors as err:
+            raise ProviderError(f"Redis event_counts failed: {redact(str(err))}") from err
+        return parse_counts({_text(k): v for k, v in fields.items()})
+
     def session_keys(self) -> t.Iterator[str]:
-        """The keys under the prefix, found with ``SCAN`` (on every cluster node)."""
+        """The session keys under the prefix, found with ``SCAN`` (on every
+        cluster node); user indexes and the event counters are not sessions."""
         start = len(self.key_prefix.encode())
         try:
-            names = [name[start:].decode() for name in self._scan()]
+            names = [name[start:].decode() for name in self._scan() if self._is_session(name)]
         except self._errors as err:
             raise ProviderError(f"Redis listing failed: {redact(str(err))}") from err
         return iter(names)

@@ -108,7 +108,7 @@ from .. import userindex
 from ..errors import ConfigError, CorruptRecordError, ProviderError
 from ._addresses import flag, positive_seconds
 from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, lowest, positive_int, record_cap
-from .base import Change, Outcome, Provider, Record, redact
+from .base import Change, Outcome, Provider, Record, parse_counts, redact
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -314,6 +314,18 @@ class SQLProvider(Provider):
         self._index_delete = sa.delete(users).where(u.user_key == key)
         self._index_gc = sa.delete(users).where(u.expires <= sa.bindparam("now"))
         self._index_clear = sa.delete(users)
+        # Event counters: rows of the index table keyed "event:<name>", the
+        # count kept as EVENT_BASE + count in ``expires`` (one atomic
+        # UPDATE; far enough ahead that index GC never removes them).
+        self._event_bump = (
+            sa.update(users).where(u.user_key == key).values(expires=u.expires + 1)
+        )
+        self._event_insert = sa.insert(users).values(
+            user_key=key, data=b"", expires=EVENT_BASE + 1
+        )
+        self._event_select = sa.select(u.user_key, u.expires).where(
+            u.user_key.like(EVENT_PREFIX + "%")
+        )
         #: Insert-if-absent that locks the row either way (see the module
         #: docs); ``None`` on dialects without an upsert.
         self._index_claim: t.Any = None
@@ -659,6 +671,34 @@ class SQLProvider(Provider):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    counts_events = True
+
+    def count_event(self, name: str) -> None:
+        """One atomic ``UPDATE`` of the counter's row (an ``INSERT`` the
+        first time; a lost race to insert it updates instead)."""
+        params = {"k": EVENT_PREFIX + name}
+
+        def bump(conn: Connection) -> int:
+            return int(conn.execute(self._event_bump, params).rowcount)
+
+        if self._run("count an event", bump, write=True) > 0:
+            return
+        try:
+            self._run("count an event", lambda conn: conn.execute(self._event_insert, params),
+                      write=True)
+        except ProviderError as err:
+            if not isinstance(err.__cause__, self._sa.exc.IntegrityError):
+                raise
+            self._run("count an event", bump, write=True)  # another process inserted it
+
+    def event_counts(self) -> dict[str, int]:
+        rows = self._run("read the event counters",
+                         lambda conn: conn.execute(self._event_select).all())
+        return parse_counts({
+            str(row[0])[len(EVENT_PREFIX):]: round(float(row[1]) - EVENT_BASE)
+            for row in rows if float(row[1]) > EVENT_BASE
+        })
+
     def session_keys(self) -> t.Iterator[str]:
         query = self._sa.select(self.table.c.id)
         keys = self._run("list sessions", lambda conn: [str(row[0]) for row in conn.execute(query)])
@@ -676,6 +716,13 @@ def _data_column(sa: t.Any) -> t.Any:
 
     # BLOB on MySQL stops at 64 KiB; MEDIUMBLOB holds 16 MiB.
     return sa.Column("data", sa.LargeBinary().with_variant(MEDIUMBLOB(), "mysql", "mariadb"), nullable=False)
+
+
+#: The index-table rows of the event counters: ``user_key`` is this prefix
+#: and the counter's name (never 64 hex digits, so never a user), and
+#: ``expires`` is :data:`EVENT_BASE` plus the count.
+EVENT_PREFIX = "event:"
+EVENT_BASE = 1e15
 
 
 def _make_table(sa: t.Any, name: str) -> t.Any:

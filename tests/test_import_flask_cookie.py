@@ -316,3 +316,50 @@ def test_the_import_logs_no_raw_id(request, caplog):
     with caplog.at_level(logging.DEBUG, logger="flask_gosession"):
         client.get("/home")
     assert value not in caplog.text and cookie_value(client) not in caplog.text
+
+
+def test_the_cost_of_an_import_is_the_new_session_plus_one_counter(request):
+    """Round trips: an import is the ``init`` any new session costs plus
+    one ``count_event``; no read (no id of ours was presented)."""
+    app = new_site(request, "redis")
+    counter = counting.install(app)
+    client = app.test_client()
+    client.set_cookie("session", old_cookie())
+    client.get("/home")
+    assert dict(counter.calls) == {"session_init": 1, "count_event": 1}
+    counter.reset()
+    client.get("/home")  # then an ordinary read
+    assert dict(counter.calls) == {"session_read": 1}
+
+
+def test_a_lingering_old_cookie_beside_ours_is_deleted_not_imported(request):
+    app = new_site(request)
+    client = app.test_client()
+    client.set_cookie("session", old_cookie(user="ada"))
+    assert client.get("/home").json["user"] == "ada"
+    client.set_cookie("session", old_cookie(user="mallory"))  # an old copy comes back
+    with captured() as seen:
+        response = client.get("/home")
+    assert response.json["user"] == "ada" and deletes(response, "session")
+    assert named(seen, "session_imported") == []
+
+
+def test_concurrent_first_requests_each_import_and_both_stay_logged_in(request):
+    """A page and its parallel requests all carry the old cookie: each
+    imports (a Flask cookie is self-contained), none is logged out."""
+    from helpers import together
+    from liveserver import request as http, serve
+
+    app = new_site(request, "redis")
+    value = old_cookie()
+    with serve(app) as port:
+        results = together([
+            lambda: http(port, "/home", headers={"Cookie": f"session={value}"})
+            for _ in range(8)
+        ])
+        for status, body, new in results:
+            assert status == 200 and '"user":"ada"' in body.replace(" ", "") and new
+        assert len({new for _, _, new in results}) == 8
+        for _, _, new in results:  # whichever Set-Cookie the browser kept works
+            status, body, _ = http(port, "/home", cookie=new)
+            assert '"user":"ada"' in body.replace(" ", "")

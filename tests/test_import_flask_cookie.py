@@ -363,3 +363,38 @@ def test_concurrent_first_requests_each_import_and_both_stay_logged_in(request):
         for _, _, new in results:  # whichever Set-Cookie the browser kept works
             status, body, _ = http(port, "/home", cookie=new)
             assert '"user":"ada"' in body.replace(" ", "")
+
+
+def test_a_flask_wtf_form_rendered_before_the_switch_still_submits(request):
+    """Flask-WTF keeps its CSRF secret in the session: it is imported with
+    the rest, so a form opened before the deploy submits after it."""
+    from flask import session
+    from flask_wtf.csrf import CSRFProtect, generate_csrf
+
+    def site(mode: str, config: dict[str, t.Any]) -> t.Any:
+        app = make_site(mode, config, login_manager=False)
+        CSRFProtect(app)
+
+        @app.get("/form")
+        def form() -> str:
+            return generate_csrf()
+
+        @app.post("/submit")
+        def submit() -> str:
+            session["done"] = True
+            return "accepted"
+
+        return app
+
+    from backends import one_process_config
+
+    old = site("flask-cookie", {}).test_client()
+    token = old.get("/form").text
+    value = cookie_value(old, "session")
+    new = site("gosession", {**one_process_config(request, "memory"), **IMPORT})
+    request.addfinalizer(new.extensions["gosession"].close)
+    client = new.test_client()
+    client.set_cookie("session", value)
+    response = client.post("/submit", data={"csrf_token": token})
+    assert response.status_code == 200 and response.text == "accepted"
+    assert cookie_value(client) and cookie_value(client, "session") is None

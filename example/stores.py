@@ -108,7 +108,7 @@ def _host(url: str) -> str:
     """``url`` without its user name and password (and query)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.startswith("sqlite"):
-        return parts.path.lstrip("/") or "in memory"
+        return parts.path[1:] or "in memory"  # sqlite:///relative, sqlite:////absolute
     host = parts.hostname or parts.path or "?"
     port = f":{parts.port}" if parts.port else ""
     return f"{host}{port}{parts.path if parts.hostname else ''}"

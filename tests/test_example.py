@@ -256,7 +256,9 @@ def test_store_locations_never_show_credentials():
     _host = stores._host
     assert _host("redis://user:s3cret@10.0.0.5:6380/2?ssl=1") == "10.0.0.5:6380/2"
     assert _host("postgresql+psycopg://postgres:pw@db.internal/test") == "db.internal/test"
-    assert _host("sqlite:////srv/app/gosession.sqlite3") == "srv/app/gosession.sqlite3"
+    assert _host("sqlite:////srv/app/gosession.sqlite3") == "/srv/app/gosession.sqlite3"
+    assert _host("sqlite:///instance/gosession.sqlite3") == "instance/gosession.sqlite3"
+    assert _host("sqlite://") == "in memory"
     assert _host("unix:///run/redis.sock") == "/run/redis.sock"
 
 

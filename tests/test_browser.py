@@ -5,7 +5,11 @@ to 127.0.0.1, and Chromium, driven by Playwright, logs in through the form,
 counts page loads, logs out, plays the Go chapter's cookie-theft
 scenario with a second browser context, and signs browsers out of each
 other from the "Your devices" page (two and three contexts, each its own
-cookie jar). Time is a :class:`FakeClock`
+cookie jar). It also tours what the demo shows: the session's label, ages
+and rotation countdown, the label changing at rotation while an older
+form still submits, the explained 400 for a form without the token, the
+"revoked because an old id was reused" notice in both browsers, and the
+store named on every page. Time is a :class:`FakeClock`
 injected into the example's ``gosession`` object: rotation and the grace
 window are reached by advancing it, never by sleeping.
 
@@ -14,20 +18,19 @@ Each page looked at is saved as a PNG under ``test-artifacts/browser/``.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import pathlib
 import typing as t
 
 import pytest
 
 from browser import TIMEOUT, expect, loopback, screenshot
 from clock import FakeClock
+from examples import load_example
+from flask_gosession.ids import label, store_key
 from liveserver import serve
 from signals_capture import captured, named
 
 pytestmark = pytest.mark.browser
 
-EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "example" / "app.py"
 COOKIE = "gosessionid"
 ROTATE_AFTER = 60
 GRACE = 10
@@ -42,11 +45,7 @@ def run_example(clock: FakeClock) -> t.Iterator[t.Callable[..., int]]:
     """
     with contextlib.ExitStack() as stack:
         def start(**config: t.Any) -> int:
-            spec = importlib.util.spec_from_file_location("gosession_example_browser", EXAMPLE)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            stack.callback(module.app.extensions["gosession"].close)  # the module's own app
+            module = load_example()
             module.gosession.clock = clock
             app = module.create_app({"GOSESSION_PROVIDER": "memory", "GOSESSION_GC_INTERVAL": 0, **config})
             stack.callback(app.extensions["gosession"].close)
@@ -223,18 +222,29 @@ def test_stolen_cookie_dies_after_rotation_and_grace(chromium: t.Any, run_exampl
         greeting(thief.page, "Hello, guest")
         assert count(thief.page) == 1
         assert thief.page.locator("#logout").count() == 0
+        # Whoever presented the old id is told why the session is gone.
+        expect(thief.page.locator("#revoked-banner")).to_contain_text(
+            "Your session was revoked because an old id was reused", timeout=TIMEOUT)
         fresh = thief.cookie()
         assert fresh is not None and fresh["value"] not in (stolen["value"], rotated["value"])
         screenshot(thief.page, "hijack-4-thief-after-grace")
         hijacks = named(seen, "hijack_suspected")
         assert len(hijacks) == 1 and hijacks[0]["reason"] == "reuse" and hijacks[0]["revoked"] is True
 
-        # And with GOSESSION_REVOKE_ON_REUSE the victim's session is gone too.
+        # And with GOSESSION_REVOKE_ON_REUSE the victim's session is gone too,
+        # and the victim, holding the newest id, is told why (once).
         victim.page.reload()
         greeting(victim.page, "Hello, guest")
         assert count(victim.page) == 1
         assert victim.cookie()["value"] != rotated["value"]  # type: ignore[index]
+        expect(victim.page.locator("#revoked-banner")).to_contain_text(
+            "Your session was revoked because an old id was reused", timeout=TIMEOUT)
         screenshot(victim.page, "hijack-5-victim-revoked")
+        victim.page.reload()
+        greeting(victim.page, "Hello, guest")
+        assert count(victim.page) == 2 and victim.page.locator("#revoked-banner").count() == 0
+        thief.page.reload()
+        assert thief.page.locator("#revoked-banner").count() == 0
 
 
 # -- "Your devices": one browser signs the others out ------------------------------
@@ -332,3 +342,132 @@ def test_sign_out_everywhere_else(chromium: t.Any, run_example: t.Callable[..., 
         greeting(b.page, "Hello, guest")
         expect(b.page.locator(".flash")).to_have_text("You are logged out.", timeout=TIMEOUT)
         screenshot(b.page, "devices-own-sign-out")
+
+
+# -- What the home page shows: label, ages, countdown, token, store ------------------
+
+
+def shown_label(page: t.Any) -> str:
+    return page.locator("#session-label").inner_text(timeout=TIMEOUT)
+
+
+def label_of(tab: t.Any) -> str:
+    """The public label of the id in the tab's cookie jar."""
+    jar = tab.cookie()
+    assert jar is not None
+    return label(store_key(jar["value"].removesuffix(".p")))
+
+
+def test_home_shows_label_ages_countdown_token_and_store(chromium: t.Any, run_example: t.Callable[..., int],
+                                                        clock: FakeClock) -> None:
+    port = run_example(GOSESSION_ROTATE_AFTER=ROTATE_AFTER, GOSESSION_ROTATE_GRACE=GRACE)
+    with loopback(chromium, port) as tab:
+        page = tab.page
+        page.goto("/")
+        greeting(page, "Hello, guest")
+        jar = tab.cookie()
+        assert jar is not None
+        assert shown_label(page) == label_of(tab) and len(shown_label(page)) == 12
+        assert jar["value"] not in page.content()  # the id itself is never on the page
+        token = page.locator("#token").inner_text()
+        assert token == page.locator("#form-with-token input[name=gosession_token]").get_attribute("value")
+        assert page.locator("#form-without-token input[name=gosession_token]").count() == 0
+        countdown = page.locator("#rotates-in")
+        assert countdown.get_attribute("data-countdown") == str(ROTATE_AFTER)
+        expect(countdown).to_have_text("in 59 s", timeout=TIMEOUT)  # the script counts down
+        expect(page.locator("#store-name")).to_have_text("memory", timeout=TIMEOUT)
+        screenshot(page, "home-1-guest")
+
+        clock.advance(25)
+        log_in(page)
+        expect(page.locator("#session-age")).to_have_attribute("data-seconds", "25", timeout=TIMEOUT)
+        assert page.locator("#id-age").get_attribute("data-seconds") == "0"  # login moved it to a new id
+        assert shown_label(page) == label_of(tab)
+        assert page.locator("#token").inner_text() != token  # and gave it a new token
+        screenshot(page, "home-2-logged-in")
+
+
+def test_rotation_changes_the_label_and_an_older_form_still_submits(
+        chromium: t.Any, run_example: t.Callable[..., int], clock: FakeClock) -> None:
+    port = run_example(GOSESSION_ROTATE_AFTER=ROTATE_AFTER, GOSESSION_ROTATE_GRACE=GRACE)
+    with captured() as seen, loopback(chromium, port) as tab:
+        page = tab.page
+        log_in(page)
+        first = shown_label(page)
+        assert page.locator("#rotated-now").count() == 0
+        clock.advance(ROTATE_AFTER - 5)
+        page.reload()
+        assert shown_label(page) == first
+        assert page.locator("#rotates-in").get_attribute("data-countdown") == "5"
+        screenshot(page, "rotation-countdown-5s")
+
+        clock.advance(6)
+        page.reload()  # the first request past the deadline moves the session
+        expect(page.locator("#rotated-now")).to_be_visible(timeout=TIMEOUT)
+        second = shown_label(page)
+        assert second != first and second == label_of(tab)
+        assert page.locator("#rotates-in").get_attribute("data-countdown") == str(ROTATE_AFTER)
+        assert page.locator("#session-age").get_attribute("data-seconds") == str(ROTATE_AFTER + 1)
+        screenshot(page, "rotation-label-changed")
+
+        # A form rendered before the next rotation still submits after it.
+        clock.advance(ROTATE_AFTER + 1)
+        page.fill("#note", "hello")
+        page.click("#submit-with-token")
+        expect(page.locator(".flash")).to_have_text(
+            "Form accepted: it carried this session's token. You wrote: hello", timeout=TIMEOUT)
+        third = shown_label(page)
+        assert third not in (first, second) and third == label_of(tab)
+        greeting(page, "Hello, gopher")
+        screenshot(page, "rotation-form-accepted")
+        assert [s["reason"] for s in named(seen, "session_rotated")] == ["privilege", "age", "age"]
+        assert [s["new"] for s in named(seen, "session_rotated")] == [first, second, third]
+
+
+def test_a_form_without_the_token_is_refused_with_an_explanation(
+        chromium: t.Any, run_example: t.Callable[..., int]) -> None:
+    port = run_example()
+    with captured() as seen, loopback(chromium, port) as tab:
+        page = tab.page
+        log_in(page)
+        assert count(page) == 1
+        with page.expect_navigation(timeout=TIMEOUT) as refused:
+            page.click("#submit-without-token")
+        assert refused.value is not None and refused.value.status == 400
+        expect(page).to_have_title("Request refused", timeout=TIMEOUT)
+        expect(page.locator("#error-description")).to_have_text(
+            "The session token is missing from this request.", timeout=TIMEOUT)
+        expect(page.locator("#store-name")).to_have_text("memory", timeout=TIMEOUT)
+        screenshot(page, "token-refused")
+        assert [s["reason"] for s in named(seen, "token_rejected")] == ["missing"]
+
+        page.click("#back-home")
+        greeting(page, "Hello, gopher")  # still signed in: the refused post changed nothing
+        assert count(page) == 2
+        assert page.locator(".flash").count() == 0
+
+
+@pytest.mark.parametrize("store", ["redis", "memcached"])
+def test_every_page_names_the_store(chromium: t.Any, run_example: t.Callable[..., int],
+                                    request: pytest.FixtureRequest, store: str) -> None:
+    port = run_example(**request.getfixturevalue(f"backend_{store}"))
+    with loopback(chromium, port) as tab:
+        page = tab.page
+        log_in(page)
+        for path, title in (("/", "gosession demo"), ("/login", "Log in"), ("/devices", "Your devices"),
+                            ("/store", "Session store"), ("/nowhere", "404 Not Found")):
+            page.goto(path)
+            expect(page).to_have_title(title, timeout=TIMEOUT)
+            expect(page.locator("#store-name")).to_have_text(store, timeout=TIMEOUT)
+            assert page.locator("#store-where").inner_text().startswith("127.0.0.1:")
+            screenshot(page, f"store-{store}-{path.strip('/') or 'home'}")
+        # Memcached keeps no per-user index: the devices page says so.
+        page.goto("/devices")
+        assert (page.locator("#no-index").count() == 1) is (store == "memcached")
+        page.goto("/store")
+        current = page.locator("#stores tr.store-row.current")
+        expect(current).to_have_count(1, timeout=TIMEOUT)
+        assert current.get_attribute("data-store") == store
+        assert page.locator("#stores tr.store-row").count() == 5
+        page.click("#store")
+        expect(page).to_have_title("Session store", timeout=TIMEOUT)

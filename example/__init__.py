@@ -1,0 +1,1 @@
+"""The flask-gosession demo app (``example.app``); not part of the package."""

@@ -126,6 +126,16 @@ def test_readme_links_into_the_docs_resolve():
         assert (ROOT / link).is_file(), link
 
 
+def test_migrating_page_includes_the_readme_section():
+    start, end = "<!-- migrating:start -->", "<!-- migrating:end -->"
+    assert README.count(start) == 1 and README.count(end) == 1
+    section = README.split("\n## Migrating to flask-gosession\n", 1)[1].split("\n## ", 1)[0]
+    assert start in section and end in section
+    assert section.index(start) < section.index(end)
+    page = (DOCS / "migrating.md").read_text()
+    assert f":start-after: {start}\n" in page and f":end-before: {end}\n" in page
+
+
 def _missing_docs_packages() -> list[str]:
     return [name for name in ("sphinx", "myst_parser", "furo")
             if importlib.util.find_spec(name) is None]

@@ -75,6 +75,23 @@ DEFAULTS: dict[str, t.Any] = {
     MIGRATE_KEY: False,
     CACHE_KEY: 60,
 }
+#: One line per encryption setting: what it does (see
+#: :data:`flask_gosession.settings.DESCRIPTIONS`).
+DESCRIPTIONS: dict[str, str] = {
+    KEYS_KEY: (
+        "Turns encryption at rest on: an ordered list of `keyid:base64key` entries (or "
+        "`(keyid, key)` pairs, or one comma-separated string); the first seals, all open "
+        "(the `[crypto]` extra)."),
+    ACCEPT_PLAIN_KEY: (
+        "With encryption on, read records written before it was on (they are sealed on their "
+        "next write); `False` refuses them as corrupt once every record is sealed."),
+    MIGRATE_KEY: (
+        "Turn encryption off without logging anyone out: with the keys still listed, sealed "
+        "records are read and written back in clear; nothing new is sealed."),
+    CACHE_KEY: (
+        "Seconds a session's value key stays in the server process after a request used it, "
+        "so an active session derives it once, not per request; `0` keeps none."),
+}
 
 
 class Vault:

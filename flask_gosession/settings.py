@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 from . import coerce
 from .encryption import DEFAULTS as ENCRYPTION_DEFAULTS
+from .encryption import DESCRIPTIONS as ENCRYPTION_DESCRIPTIONS
 from .errors import ConfigError
 from .importing import DEFAULTS as IMPORT_DEFAULTS
+from .importing import DESCRIPTIONS as IMPORT_DESCRIPTIONS
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -51,6 +53,62 @@ DEFAULTS: dict[str, t.Any] = {
 DEFAULTS.update(ENCRYPTION_DEFAULTS)
 # Importing earlier sessions: validated by flask_gosession.importing.load_importer.
 DEFAULTS.update(IMPORT_DEFAULTS)
+
+#: One line per key of :data:`DEFAULTS`: what it does. The documentation's
+#: configuration table is built from it (with each built-in provider's
+#: ``config_descriptions``), and a test checks that no key lacks one.
+#: Inline ``code`` is written in backticks.
+DESCRIPTIONS: dict[str, str] = {
+    "GOSESSION_PROVIDER": (
+        "The store: `memory`, `file`, `sql`, `redis`, `memcached`, a registered name, an entry "
+        "point, a dotted path `pkg.module:Class`, or a `Provider` class or instance."),
+    "GOSESSION_COOKIE_NAME": (
+        "Name of the session cookie (and of the URL parameter in URL-rewrite mode)."),
+    "GOSESSION_MAX_LIFETIME": "Idle timeout in seconds, sliding; enforced on every read.",
+    "GOSESSION_ABSOLUTE_LIFETIME": (
+        "Absolute timeout in seconds from creation; `None` disables it."),
+    "GOSESSION_REFRESH_INTERVAL": (
+        "For stores whose read does not refresh expiry (SQL, Redis, Memcached): a session that "
+        "is only read is touched at most this often, so it expires between "
+        "`MAX_LIFETIME - REFRESH_INTERVAL` and `MAX_LIFETIME` after its last use."),
+    "GOSESSION_GC_INTERVAL": (
+        "Seconds between background GC runs in each process; `0` disables the thread "
+        "(run `flask gosession gc` from cron instead)."),
+    "GOSESSION_SERIALIZER": (
+        "`json` (Flask's tagged JSON) or `msgpack` (msgspec, the `[msgpack]` extra)."),
+    "GOSESSION_ROTATE_AFTER": (
+        "Seconds after which an id is replaced by a new one, keeping the data; "
+        "`None` disables it."),
+    "GOSESSION_ROTATE_GRACE": (
+        "Seconds a rotated-out id keeps working for requests already in flight; must be "
+        "shorter than `GOSESSION_ROTATE_AFTER`."),
+    "GOSESSION_REVOKE_ON_REUSE": (
+        "When a rotated-out id comes back after its grace window, also destroy the session "
+        "it moved to."),
+    "GOSESSION_TOKEN_CHECK": (
+        "Require the session token on unsafe methods: `auto` unless Flask-WTF's `CSRFProtect` "
+        "is on the app (then Flask-WTF's check is the only one), `True` always, `False` never."),
+    "GOSESSION_TOKEN_METHODS": "The methods that need the token.",
+    "GOSESSION_TOKEN_FIELD": "The form field carrying the token.",
+    "GOSESSION_TOKEN_HEADER": "The header carrying the token.",
+    "GOSESSION_TOKEN_ONE_TIME": (
+        "A new token after every accepted unsafe request (a duplicate-submission guard)."),
+    "GOSESSION_BIND_USER_AGENT": "Refuse a session presented with another User-Agent.",
+    "GOSESSION_URL_REWRITE": (
+        "Accept the id from a query parameter when no cookie came, and add it to the URLs "
+        "`url_for` builds."),
+    "GOSESSION_FLASK_LOGIN": (
+        "Bind the session to the user on Flask-Login's login (the id rotates) and destroy it "
+        "on its logout."),
+    "GOSESSION_MAX_SESSIONS_PER_USER": (
+        "The most sessions one user may have at once, enforced atomically when a session is "
+        "bound; `None` for no limit; not available on Memcached."),
+    "GOSESSION_SESSION_LIMIT_POLICY": (
+        "Over that limit, `evict` signs out the user's oldest session; `refuse` refuses the "
+        "new login with `SessionLimitReached` (an HTTP 409 unless the view catches it)."),
+}
+DESCRIPTIONS.update(ENCRYPTION_DESCRIPTIONS)
+DESCRIPTIONS.update(IMPORT_DESCRIPTIONS)
 
 #: What a login over ``GOSESSION_MAX_SESSIONS_PER_USER`` does.
 LIMIT_POLICIES = ("evict", "refuse")

@@ -59,6 +59,7 @@ def is_junk(path: pathlib.Path) -> bool:
     parts = path.relative_to(ROOT).parts
     return (any(part == "__pycache__" or (part.startswith(".") and part != ".ci")
                 for part in parts)
+            or parts[:2] == ("docs", "_build")
             or path.suffix in (".pyc", ".pyo"))
 
 
@@ -115,7 +116,7 @@ def test_manifest_prunes_local_junk(tmp_path, monkeypatch):
             "benchmarks/__pycache__/run.cpython-311.pyc", "example/stray.pyc",
             "test-artifacts/browser/login.png", ".hypothesis/examples/ab/cd",
             ".pytest_cache/v/cache/lastfailed", "build/lib/flask_gosession/ids.py",
-            "dist/flask_gosession-0.1.0.tar.gz"]
+            "dist/flask_gosession-0.1.0.tar.gz", "docs/_build/html/index.html"]
     for name in real + junk:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x")

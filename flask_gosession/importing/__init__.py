@@ -75,6 +75,21 @@ DEFAULTS: dict[str, t.Any] = {
     UNTIL_KEY: None,
 }
 
+#: One line per import setting, for the documentation's configuration table.
+DESCRIPTIONS: dict[str, str] = {
+    COOKIE_KEY: (
+        "On a first visit, import a visitor's Flask signed-cookie session (`SESSION_COOKIE_NAME`, "
+        "signed with `SECRET_KEY` or one of `SECRET_KEY_FALLBACKS`) into a new session, then "
+        "delete the old cookie."),
+    SESSION_KEY: (
+        "On a first visit, import the Flask-Session 0.6-0.8 record of the visitor's cookie "
+        "(msgpack or JSON, never pickle) from the same backend, then delete it."),
+    UNTIL_KEY: (
+        "End of the migration window: a `date` (its whole day, UTC), a `datetime` (naive means "
+        "UTC) or an ISO 8601 string; after it nothing is imported and old cookies are only "
+        "deleted. `None` for no end."),
+}
+
 #: The ``source`` of :data:`~flask_gosession.signals.session_imported`.
 FLASK_COOKIE = "flask-cookie"
 FLASK_SESSION = "flask-session"

@@ -25,6 +25,10 @@ MAX_RECORD_SIZE = "GOSESSION_MAX_RECORD_SIZE"
 #: Its default: 1 MiB, memcached's default item size and far beyond any
 #: sane session (a cookie session stops at 4 KiB).
 DEFAULT_MAX_RECORD_SIZE = 1024 * 1024
+#: What it does, for each built-in provider's ``config_descriptions``.
+MAX_RECORD_SIZE_DESCRIPTION = (
+    "Largest encoded session record, in bytes (the store may lower it to its own limit); a "
+    "larger one is an HTTP 413 and nothing is stored; `None` leaves only the store's own limit.")
 
 
 def positive_int(value: t.Any, setting: str, *, optional: bool = False,

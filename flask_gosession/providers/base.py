@@ -222,6 +222,10 @@ class Provider(abc.ABC):
     #: line, cannot see them. ``init_app`` then warns outside debug and
     #: testing, and the command line says what it cannot see.
     process_local: t.ClassVar[bool] = False
+    #: One line per key of :meth:`config_defaults`: what it does. The
+    #: documentation's configuration table is built from it; a provider
+    #: whose keys should appear there describes each of them.
+    config_descriptions: t.ClassVar[t.Mapping[str, str]] = {}
 
     #: Time source, seconds since the epoch. Set by the manager.
     clock: t.Callable[[], float] = staticmethod(time.time)
@@ -440,6 +444,7 @@ class Provider(abc.ABC):
 
         Records created or removed meanwhile may be missed or yielded for a
         key that no longer exists (read it, and skip ``None``).
+
         :raises NotImplementedError: for a store that cannot list its
             records (Memcached).
         """

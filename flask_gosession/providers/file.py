@@ -95,7 +95,7 @@ from .. import userindex
 from ..errors import ConfigError, CorruptRecordError, ProviderError
 from ..ids import label
 from ._addresses import flag
-from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, positive_int, record_cap
+from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, MAX_RECORD_SIZE_DESCRIPTION, positive_int, record_cap
 from .base import Change, Outcome, Provider, Record, redact
 
 try:
@@ -283,6 +283,15 @@ class FileProvider(Provider):
                 for leaf in _scandir(top.path):
                     if _is_shard(leaf):
                         check_private_dir(leaf.path)
+
+    config_descriptions: t.ClassVar[t.Mapping[str, str]] = {
+        "GOSESSION_FILE_DIR": (
+            "Directory of the `file` store (default `instance_path/gosession`); must be a real "
+            "directory (no symlink) owned by the app's user and not writable by group or "
+            "others, or `init_app` refuses it."),
+        "GOSESSION_FILE_FSYNC": "fsync each session file before it replaces the old one.",
+        MAX_RECORD_SIZE: MAX_RECORD_SIZE_DESCRIPTION,
+    }
 
     @classmethod
     def config_defaults(cls, app: Flask) -> dict[str, t.Any]:
@@ -477,6 +486,7 @@ class FileProvider(Provider):
         (not counted). Candidates are found without a lock, then re-checked
         and removed under their stripe's lock, so a record refreshed by a
         concurrent update in the meantime survives.
+
         :returns: how many session records were removed (indexes are not
             counted).
         """

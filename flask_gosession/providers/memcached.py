@@ -67,7 +67,14 @@ import typing as t
 
 from ..errors import ConfigError, CorruptRecordError, ProviderError, RecordTooLarge
 from ._addresses import flag, parse_address_list, positive_seconds
-from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, lowest, positive_int, record_cap
+from ._limits import (
+    DEFAULT_MAX_RECORD_SIZE,
+    MAX_RECORD_SIZE,
+    MAX_RECORD_SIZE_DESCRIPTION,
+    lowest,
+    positive_int,
+    record_cap,
+)
 from .base import Change, Outcome, Provider, Record, redact
 
 if t.TYPE_CHECKING:
@@ -140,6 +147,19 @@ class MemcachedProvider(Provider):
 
     # -- configuration ------------------------------------------------------
 
+    config_descriptions: t.ClassVar[t.Mapping[str, str]] = {
+        "GOSESSION_MEMCACHED_SERVERS": "One `host:port` server, or several for consistent hashing.",
+        "GOSESSION_MEMCACHED_TIMEOUT": "Connect and read timeout in seconds.",
+        "GOSESSION_MEMCACHED_ALLOW_FLUSH": (
+            "Let `flask gosession clear` run `flush_all` (Memcached cannot list keys, so "
+            "clearing empties the whole server)."),
+        "GOSESSION_KEY_PREFIX": "Prefix of every key the store writes in Memcached.",
+        MAX_ITEM_SIZE: (
+            "The servers' item size limit (`memcached -I`); set it to match, since a server "
+            "that refuses an item also drops the session it held."),
+        MAX_RECORD_SIZE: MAX_RECORD_SIZE_DESCRIPTION,
+    }
+
     @classmethod
     def config_defaults(cls, app: Flask) -> dict[str, t.Any]:
         return {
@@ -156,6 +176,7 @@ class MemcachedProvider(Provider):
         """Validate the ``GOSESSION_MEMCACHED_*`` settings and build the provider.
 
         No connection is made here; the first session operation connects.
+
         :raises ConfigError: naming the setting and its bad value, or the
             extra to install when pymemcache is missing.
         """

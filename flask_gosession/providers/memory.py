@@ -28,7 +28,13 @@ import weakref
 from collections import OrderedDict
 
 from .. import userindex
-from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, positive_int, record_cap
+from ._limits import (
+    DEFAULT_MAX_RECORD_SIZE,
+    MAX_RECORD_SIZE,
+    MAX_RECORD_SIZE_DESCRIPTION,
+    positive_int,
+    record_cap,
+)
 from .base import Change, Outcome, Provider, Record
 
 if t.TYPE_CHECKING:
@@ -111,6 +117,13 @@ class MemoryProvider(Provider):
         #: The process that built the store, and the last one warned in.
         self._pid = self._warned_pid = os.getpid()
         _watch_forks(self)
+
+    config_descriptions: t.ClassVar[t.Mapping[str, str]] = {
+        MAX_SESSIONS: (
+            "Most sessions the `memory` store holds; past it the least recently used are "
+            "evicted (a warning at most once a minute); `None` for no limit."),
+        MAX_RECORD_SIZE: MAX_RECORD_SIZE_DESCRIPTION,
+    }
 
     @classmethod
     def config_defaults(cls, app: Flask) -> dict[str, t.Any]:

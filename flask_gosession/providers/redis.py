@@ -155,7 +155,7 @@ from .. import userindex
 from ..errors import ConfigError, CorruptRecordError, ProviderError, RecordTooLarge
 from ..ids import label
 from ._addresses import flag, parse_address_list, positive_seconds
-from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, positive_int, record_cap
+from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, MAX_RECORD_SIZE_DESCRIPTION, positive_int, record_cap
 from ._redis_lane import CommandLane
 from .base import (
     DEAD_FIELD,
@@ -549,6 +549,19 @@ class RedisProvider(Provider):
         self._no_script = NoScriptError
 
     # -- configuration ------------------------------------------------------
+
+    config_descriptions: t.ClassVar[t.Mapping[str, str]] = {
+        "GOSESSION_REDIS_URL": "Redis URL (also `rediss://`, `unix://`).",
+        "GOSESSION_REDIS": (
+            "An existing `redis.Redis` or `redis.cluster.RedisCluster` client (wins over the URL)."),
+        "GOSESSION_KEY_PREFIX": "Prefix of every key the store writes in Redis.",
+        "GOSESSION_REDIS_TIMEOUT": "Connect and read timeout in seconds.",
+        "GOSESSION_REDIS_CLUSTER": "Treat the URL as a node of a Redis Cluster.",
+        "GOSESSION_REDIS_SENTINELS": (
+            "A list of `host:port` Sentinels, with `GOSESSION_REDIS_SENTINEL_MASTER`."),
+        "GOSESSION_REDIS_SENTINEL_MASTER": "The Sentinel service name of the master.",
+        MAX_RECORD_SIZE: MAX_RECORD_SIZE_DESCRIPTION,
+    }
 
     @classmethod
     def config_defaults(cls, app: Flask) -> dict[str, t.Any]:

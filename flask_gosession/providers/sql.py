@@ -107,7 +107,14 @@ import typing as t
 from .. import userindex
 from ..errors import ConfigError, CorruptRecordError, ProviderError
 from ._addresses import flag, positive_seconds
-from ._limits import DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE, lowest, positive_int, record_cap
+from ._limits import (
+    DEFAULT_MAX_RECORD_SIZE,
+    MAX_RECORD_SIZE,
+    MAX_RECORD_SIZE_DESCRIPTION,
+    lowest,
+    positive_int,
+    record_cap,
+)
 from .base import Change, Outcome, Provider, Record, parse_counts, redact
 
 if t.TYPE_CHECKING:
@@ -233,6 +240,23 @@ class SQLProvider(Provider):
         #: The per-user index table (in the same metadata as :attr:`table`).
         self.user_table: t.Any = _make_user_table(sa, self.table.metadata, table)
         self._build_statements(dialect)
+
+    config_descriptions: t.ClassVar[t.Mapping[str, str]] = {
+        "GOSESSION_SQL_URL": (
+            "SQLAlchemy URL of the `sql` store (default: a SQLite file "
+            "`instance_path/gosession.sqlite3`); `postgresql://`, not the `postgres://` some "
+            "hosts hand out, which SQLAlchemy refuses."),
+        "GOSESSION_SQL_ENGINE": "An existing SQLAlchemy `Engine` to reuse (wins over the URL).",
+        "GOSESSION_SQL_TABLE": "The table name (the per-user index is `<table>_users`).",
+        "GOSESSION_SQL_CREATE_TABLE": "Create the tables (with their expiry index) on first use.",
+        "GOSESSION_SQL_TIMEOUT": (
+            "Seconds: the connect timeout (PostgreSQL, whole seconds, at least 2), connect plus "
+            "read/write timeouts (MariaDB/MySQL, which also bounds waiting for a row lock), the "
+            "busy timeout (SQLite)."),
+        "GOSESSION_SQL_ENGINE_OPTIONS": (
+            "Extra `create_engine()` arguments for an engine built from the URL."),
+        MAX_RECORD_SIZE: MAX_RECORD_SIZE_DESCRIPTION,
+    }
 
     @classmethod
     def config_defaults(cls, app: Flask) -> dict[str, t.Any]:

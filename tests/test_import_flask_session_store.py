@@ -65,8 +65,16 @@ def flask_session_app(config: dict[str, t.Any], plain: bool = False) -> Flask:
     app.config.update(SECRET_KEY="old-secret", TESTING=True,
                       PERMANENT_SESSION_LIFETIME=datetime.timedelta(seconds=LIFETIME))
     app.config.update(config)
-    if "SESSION_SQLALCHEMY" in config:
-        config["SESSION_SQLALCHEMY"].init_app(app)
+    db = config.get("SESSION_SQLALCHEMY")
+    if db is not None:
+        db.init_app(app)
+
+        def dispose() -> None:
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()
+
+        _TO_CLOSE.append(dispose)
 
     @app.post("/login")
     def login() -> str:
@@ -91,14 +99,15 @@ def flask_session_app(config: dict[str, t.Any], plain: bool = False) -> Flask:
     return app
 
 
-_OPEN_APPS: list[Flask] = []
+#: What to close after each test (our providers, Flask-SQLAlchemy's engines).
+_TO_CLOSE: list[t.Callable[[], None]] = []
 
 
 @pytest.fixture(autouse=True)
 def _close_apps() -> t.Iterator[None]:
     yield
-    while _OPEN_APPS:
-        _OPEN_APPS.pop().extensions["gosession"].close()
+    while _TO_CLOSE:
+        _TO_CLOSE.pop()()
 
 
 def our_app(backend: dict[str, t.Any], old: Flask | None = None, **config: t.Any) -> Flask:
@@ -109,7 +118,7 @@ def our_app(backend: dict[str, t.Any], old: Flask | None = None, **config: t.Any
         app.config.update({k: v for k, v in old.config.items() if k.startswith("SESSION_")})
     app.config.update(backend, **config)
     GoSession().init_app(app)
-    _OPEN_APPS.append(app)
+    _TO_CLOSE.append(app.extensions["gosession"].close)
     return app
 
 
@@ -165,15 +174,31 @@ def _redis(request: t.Any, fmt: str) -> tuple[dict[str, t.Any], dict[str, t.Any]
                      "SESSION_SERIALIZATION_FORMAT": fmt}
 
 
-def _sqlite(request: t.Any, fmt: str) -> tuple[dict[str, t.Any], dict[str, t.Any]]:
-    from flask_sqlalchemy import SQLAlchemy
+def _sql(backend_name: str) -> t.Callable[[t.Any, str], tuple[dict[str, t.Any], dict[str, t.Any]]]:
+    """Flask-Session's table (a fresh name) on the database of ``backend_<backend_name>``."""
 
-    backend = request.getfixturevalue("backend_sql_sqlite")
-    db = SQLAlchemy()
-    table = f"fs_{secrets.token_hex(4)}"
-    return backend, {"SESSION_TYPE": "sqlalchemy", "SESSION_SQLALCHEMY": db, "SESSION_SQLALCHEMY_TABLE": table,
-                     "SQLALCHEMY_DATABASE_URI": backend["GOSESSION_SQL_URL"],
-                     "SESSION_SERIALIZATION_FORMAT": fmt}
+    def setup(request: t.Any, fmt: str) -> tuple[dict[str, t.Any], dict[str, t.Any]]:
+        import sqlalchemy as sa
+        from flask_sqlalchemy import SQLAlchemy
+
+        backend = request.getfixturevalue(f"backend_{backend_name}")
+        table = f"fs_{secrets.token_hex(4)}"
+
+        def drop() -> None:
+            engine = sa.create_engine(backend["GOSESSION_SQL_URL"])
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+            engine.dispose()
+
+        request.addfinalizer(drop)
+        return backend, {"SESSION_TYPE": "sqlalchemy", "SESSION_SQLALCHEMY": SQLAlchemy(),
+                         "SESSION_SQLALCHEMY_TABLE": table, "SQLALCHEMY_DATABASE_URI": backend["GOSESSION_SQL_URL"],
+                         "SESSION_SERIALIZATION_FORMAT": fmt}
+
+    return setup
+
+
+_sqlite = _sql("sql_sqlite")
 
 
 def _memcached(request: t.Any, fmt: str) -> tuple[dict[str, t.Any], dict[str, t.Any]]:
@@ -196,7 +221,8 @@ def _file(request: t.Any, fmt: str) -> tuple[dict[str, t.Any], dict[str, t.Any]]
                      "SESSION_SERIALIZATION_FORMAT": fmt}
 
 
-SETUPS = {"redis": _redis, "sql_sqlite": _sqlite, "memcached": _memcached, "file": _file}
+SETUPS = {"redis": _redis, "sql_sqlite": _sqlite, "sql_postgresql": _sql("sql_postgresql"),
+          "sql_mariadb": _sql("sql_mariadb"), "memcached": _memcached, "file": _file}
 
 
 @pytest.fixture(params=["msgpack", "json"])
@@ -204,12 +230,23 @@ def fmt(request: t.Any) -> str:
     return str(request.param)
 
 
+def make_stores(request: t.Any, store: str, fmt: str) -> tuple[Flask, Flask]:
+    backend, config = SETUPS[store](request, fmt)
+    old = flask_session_app(config, plain=store == "file")
+    return old, our_app(backend, old)
+
+
 @pytest.fixture(params=list(SETUPS))
 def stores(request: t.Any, fmt: str) -> tuple[Flask, Flask]:
-    """(Flask-Session app, our app) on one backend."""
-    backend, config = SETUPS[request.param](request, fmt)
-    old = flask_session_app(config, plain=request.param == "file")
-    return old, our_app(backend, old)
+    """(Flask-Session app, our app) on one backend, in each format."""
+    return make_stores(request, request.param, fmt)
+
+
+@pytest.fixture(params=list(SETUPS))
+def raw_stores(request: t.Any) -> tuple[Flask, Flask]:
+    """(Flask-Session app, our app) on one backend, for records written by
+    hand (the format setting only orders the decoders; see the fuzz tests)."""
+    return make_stores(request, request.param, "msgpack")
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -362,8 +399,8 @@ def write_raw(old: Flask, new: Flask, sid: str, raw: bytes) -> None:
 
 
 @pytest.mark.parametrize("make", list(PICKLES.values()), ids=list(PICKLES))
-def test_pickle_era_records_are_refused_unpickled(stores: tuple[Flask, Flask], make: t.Any) -> None:
-    old, new = stores
+def test_pickle_era_records_are_refused_unpickled(raw_stores: tuple[Flask, Flask], make: t.Any) -> None:
+    old, new = raw_stores
     raw = make(PICKLED_SESSION)
     sid = secrets.token_urlsafe(32)
     write_raw(old, new, sid, raw)
@@ -420,8 +457,8 @@ GARBAGE = [b"\x00", b"not a session", b"[1, 2]", b'"str"', b"\x92\x01\x02", b"\x
 
 
 @pytest.mark.parametrize("raw", GARBAGE)
-def test_undecodable_records_are_refused(stores: tuple[Flask, Flask], raw: bytes) -> None:
-    old, new = stores
+def test_undecodable_records_are_refused(raw_stores: tuple[Flask, Flask], raw: bytes) -> None:
+    old, new = raw_stores
     sid = secrets.token_urlsafe(32)
     write_raw(old, new, sid, raw)
     with pytest.raises(fs.LegacyRefused) as refused:
@@ -429,8 +466,8 @@ def test_undecodable_records_are_refused(stores: tuple[Flask, Flask], raw: bytes
     assert refused.value.reason in ("undecodable", "pickle")
 
 
-def test_an_empty_value_is_no_session(stores: tuple[Flask, Flask]) -> None:
-    old, new = stores
+def test_an_empty_value_is_no_session(raw_stores: tuple[Flask, Flask]) -> None:
+    old, new = raw_stores
     sid = secrets.token_urlsafe(32)
     write_raw(old, new, sid, b"")
     if old.config["SESSION_TYPE"] == "cachelib":  # a header and no pickle at all

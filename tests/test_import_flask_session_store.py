@@ -599,3 +599,27 @@ def test_fuzz_file_records(tmp_path: t.Any) -> None:
             fs.fetch(app, provider, sid, time.time())
         except fs.LegacyRefused:
             pass
+
+
+def test_redis_cluster_provider_reads_a_flask_session_key(request: t.Any) -> None:
+    """Flask-Session itself only drives a standalone Redis, but our cluster
+    provider must read such a key (as copied into a cluster) all the same."""
+    backend = request.getfixturevalue("backend_redis_cluster")
+    new = our_app(backend, SESSION_KEY_PREFIX=f"fs-{secrets.token_hex(6)}:")
+    provider = provider_of(new)
+    sid = secrets.token_urlsafe(32)
+    name = new.config["SESSION_KEY_PREFIX"] + sid
+    provider.client.set(name, msgspec.msgpack.encode(PICKLED_SESSION), ex=LIFETIME)
+    record = fs.fetch(new, provider, sid, time.time())
+    assert record is not None and record.data == {**PICKLED_SESSION, "_flashes": [["message", "hi"]]}
+    assert record.expires_at is not None
+    fs.discard(new, provider, sid)
+    assert provider.client.get(name) is None
+
+
+@given(st.text(max_size=300), st.booleans())
+def test_fuzz_cookie_values_give_a_sid_or_nothing(value: str, signed: bool) -> None:
+    app = Flask("x")
+    app.config.update(SECRET_KEY="k", SESSION_USE_SIGNER=signed)
+    sid = fs.sid_from_cookie(app, value)
+    assert sid is None or (sid.isascii() and (value == sid or value.startswith(sid + ".")))

@@ -233,7 +233,7 @@ class Importer:
         if not value or not session.new or not self.window_open(now):
             return
         imported = self._read(value, now)
-        if imported is not None:
+        if imported is not None and self._storable(imported):
             self._adopt(session, imported)
 
     def _read(self, value: str, now: float) -> Imported | None:
@@ -266,6 +266,19 @@ class Importer:
             return Imported(FLASK_SESSION, record.data, created, legacy_sid=sid)
         return None
 
+    def _storable(self, imported: Imported) -> bool:
+        """Whether our serializer can store every value (a Flask-Session
+        record may hold what the tagger cannot take); refused if not."""
+        from ..serializers import tag
+
+        try:
+            self.manager.provider.serializer.dumps({k: tag(v) for k, v in imported.data.items()})
+        except Exception as err:  # noqa: BLE001 - whatever a hostile value makes it raise
+            log.debug("old session not imported: cannot store its values (%s)", type(err).__name__)
+            self._refuse("undecodable")
+            return False
+        return True
+
     def _adopt(self, session: ServerSession, imported: Imported) -> None:
         data = dict(imported.data)
         permanent = bool(data.pop(FLASK_PERMANENT, False))
@@ -287,7 +300,8 @@ class Importer:
                 pass  # not a user id the index can take: imported unbound
 
     def _refuse(self, reason: str) -> None:
-        """Count a refused record, and warn at most once a minute."""
+        """Count a refused record, and warn at most once a minute (whatever
+        the reason: the count in the message covers the quiet minute)."""
         self._count(f"import-refused:{reason}")
         now = time.monotonic()
         with self._warn_lock:
@@ -295,10 +309,11 @@ class Importer:
             if self._warned_at is not None and now - self._warned_at < WARN_EVERY:
                 return
             count, self._refused, self._warned_at = self._refused, 0, now
+        why = ("pickle-era records are never unpickled" if reason == "pickle"
+               else "they cannot be decoded or stored")
         log.warning(
-            "refused to import %d Flask-Session record(s) (%s): pickle-era records are "
-            "never unpickled; those visitors start a new session (expire them before "
-            "switching, see 'Migrating to flask-gosession')", count, reason,
+            "refused to import %d old session record(s) (%s): %s; those visitors start a "
+            "new session (see 'Migrating to flask-gosession')", count, reason, why,
         )
 
     def _count(self, name: str) -> None:

@@ -368,6 +368,35 @@ class MemcachedProvider(Provider):
     def session_destroy(self, key: str) -> None:
         self._call("delete", self._store_key(key))
 
+    # -- another library's keys (imports) -----------------------------------
+
+    @staticmethod
+    def legacy_key_ok(name: str) -> bool:
+        """Whether ``name`` can be a memcached key at all (so that a client's
+        refusal of a bad key is never taken for an outage)."""
+        return (0 < len(name) <= _MAX_KEY_LENGTH and name.isascii() and name.isprintable()
+                and not any(c.isspace() for c in name))
+
+    def legacy_get(self, name: str) -> bytes | None:
+        """The value stored under the full memcached key ``name`` (outside our
+        prefix, e.g. Flask-Session's ``session:<sid>``); ``None`` if absent or
+        not a possible key. Memcached does not tell an item's expiry.
+
+        :raises ProviderError: if memcached fails.
+        """
+        if not self.legacy_key_ok(name):
+            return None
+        value = self._call("get", name)
+        return bytes(value) if isinstance(value, (bytes, bytearray)) else None
+
+    def legacy_delete(self, name: str) -> None:
+        """Delete the full memcached key ``name``, as :meth:`legacy_get` names it.
+
+        :raises ProviderError: if memcached fails.
+        """
+        if self.legacy_key_ok(name):
+            self._call("delete", name)
+
     def session_gc(self, max_lifetime: int) -> int:
         """Nothing to do: memcached expires each item by its TTL."""
         return 0

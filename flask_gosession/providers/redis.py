@@ -954,6 +954,38 @@ class RedisProvider(Provider):
                     pass
         return records
 
+    # -- another library's keys (imports) -----------------------------------
+
+    def legacy_get(self, name: str) -> tuple[bytes, float | None] | None:
+        """The string stored under the full Redis key ``name`` (outside our
+        prefix, e.g. Flask-Session's ``session:<sid>``) and its remaining
+        lifetime in seconds (``None``: no expiry); ``None`` if absent.
+
+        :raises CorruptRecordError: if the key holds something else than a string.
+        :raises ProviderError: if Redis fails.
+        """
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(name)
+            pipe.pttl(name)
+            value, pttl = pipe.execute()
+        except self._errors as err:
+            raise self._error("read", err) from err
+        if value is None or not isinstance(pttl, int) or pttl == -2:
+            return None
+        raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+        return raw, (pttl / 1000 if pttl >= 0 else None)
+
+    def legacy_delete(self, name: str) -> None:
+        """Delete the full Redis key ``name``, as :meth:`legacy_get` names it.
+
+        :raises ProviderError: if Redis fails.
+        """
+        try:
+            self.client.delete(name)
+        except self._errors as err:
+            raise ProviderError(f"Redis delete failed: {redact(str(err))}") from err
+
     def close(self) -> None:
         """Close a client built by the provider; leave the application's alone.
 

@@ -95,6 +95,7 @@ hide statement parameters (the session data) from error messages.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import inspect
 import math
@@ -727,6 +728,56 @@ class SQLProvider(Provider):
         query = self._sa.select(self.table.c.id)
         keys = self._run("list sessions", lambda conn: [str(row[0]) for row in conn.execute(query)])
         return iter(keys)
+
+    # -- another library's table (imports) ----------------------------------
+
+    def _legacy_table(self, conn: Connection, name: str, schema: str | None) -> t.Any:
+        """Flask-Session's table ``name`` (columns ``session_id``, ``data``,
+        ``expiry``) on our engine, or ``None`` if it does not exist."""
+        sa = self._sa
+        if not sa.inspect(conn).has_table(name, schema=schema):
+            return None
+        return sa.table(name, sa.column("session_id", sa.String), sa.column("data", sa.LargeBinary),
+                        sa.column("expiry", sa.DateTime), schema=schema)
+
+    def legacy_row(self, table: str, schema: str | None, session_id: str
+                   ) -> tuple[bytes, datetime.datetime | None] | None:
+        """``data`` and ``expiry`` (naive UTC, as Flask-Session writes it) of
+        the row whose ``session_id`` is ``session_id`` in Flask-Session's
+        ``table``; ``None`` if there is no such row or table.
+
+        :raises CorruptRecordError: if the row's expiry cannot be parsed.
+        :raises ProviderError: if the database fails.
+        """
+
+        def read(conn: Connection) -> tuple[bytes, datetime.datetime | None] | None:
+            legacy = self._legacy_table(conn, table, schema)
+            if legacy is None:
+                return None
+            query = self._sa.select(legacy.c.data, legacy.c.expiry).where(legacy.c.session_id == session_id)
+            try:
+                row = conn.execute(query.limit(1)).first()
+            except (ValueError, TypeError) as err:  # an expiry the driver cannot parse
+                raise CorruptRecordError("Flask-Session row cannot be read") from err
+            if row is None or row[0] is None:
+                return None
+            data = row[0].encode("utf-8", "surrogateescape") if isinstance(row[0], str) else bytes(row[0])
+            return data, (row[1] if isinstance(row[1], datetime.datetime) else None)
+
+        return self._run("read a Flask-Session record", read)
+
+    def legacy_delete(self, table: str, schema: str | None, session_id: str) -> None:
+        """Delete the row :meth:`legacy_row` reads, if there is one.
+
+        :raises ProviderError: if the database fails.
+        """
+
+        def delete(conn: Connection) -> None:
+            legacy = self._legacy_table(conn, table, schema)
+            if legacy is not None:
+                conn.execute(self._sa.delete(legacy).where(legacy.c.session_id == session_id))
+
+        self._run("delete a Flask-Session record", delete, write=True)
 
     def close(self) -> None:
         """Dispose of the engine if this provider created it; a shared one is left alone."""

@@ -348,7 +348,8 @@ def test_concurrent_first_requests_each_import_and_both_stay_logged_in(request):
     """A page and its parallel requests all carry the old cookie: each
     imports (a Flask cookie is self-contained), none is logged out."""
     from helpers import together
-    from liveserver import request as http, serve
+    from liveserver import request as http
+    from liveserver import serve
 
     app = new_site(request, "redis")
     value = old_cookie()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import pickle
 import secrets
@@ -22,7 +23,7 @@ import uuid
 import msgspec
 import pytest
 from flask import Flask, flash, get_flashed_messages, session
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flask_gosession import GoSession
@@ -534,6 +535,11 @@ plain_values = st.recursive(
 sessions = st.dictionaries(st.text(max_size=10), plain_values, max_size=6)
 
 
+#: These fuzz tests are cheap per example but many: capped under the CI
+#: profile's 10,000 (about 40 s in all instead of four minutes).
+FUZZ = settings(max_examples=min(1500, settings().max_examples))
+
+
 def decodes_or_refuses(raw: bytes, fmt: str = "msgpack") -> None:
     try:
         data = fs.decode(raw, fmt)
@@ -543,11 +549,13 @@ def decodes_or_refuses(raw: bytes, fmt: str = "msgpack") -> None:
         assert isinstance(data, dict) and all(isinstance(k, str) for k in data)
 
 
+@FUZZ
 @given(st.binary(max_size=300), st.sampled_from(["msgpack", "json"]))
 def test_fuzz_any_bytes_decode_or_are_refused(raw: bytes, fmt: str) -> None:
     decodes_or_refuses(raw, fmt)
 
 
+@FUZZ
 @given(sessions)
 def test_fuzz_msgspec_sessions_round_trip(data: dict[str, t.Any]) -> None:
     for codec, name in ((msgspec.msgpack, "msgpack"), (msgspec.json, "json")):
@@ -555,11 +563,13 @@ def test_fuzz_msgspec_sessions_round_trip(data: dict[str, t.Any]) -> None:
         assert same(fs.decode(raw, name), codec.decode(raw))
 
 
+@FUZZ
 @given(sessions, st.integers(3, 5))
 def test_fuzz_plain_pickles_read_by_hand(data: dict[str, t.Any], protocol: int) -> None:
     assert same(loads_plain(pickle.dumps(data, protocol)), data)
 
 
+@FUZZ
 @given(sessions, st.data())
 def test_fuzz_damaged_pickles_never_escape(data: dict[str, t.Any], draw: t.Any) -> None:
     raw = bytearray(pickle.dumps(data, 5))
@@ -617,9 +627,123 @@ def test_redis_cluster_provider_reads_a_flask_session_key(request: t.Any) -> Non
     assert provider.client.get(name) is None
 
 
+@FUZZ
 @given(st.text(max_size=300), st.booleans())
 def test_fuzz_cookie_values_give_a_sid_or_nothing(value: str, signed: bool) -> None:
     app = Flask("x")
     app.config.update(SECRET_KEY="k", SESSION_USE_SIGNER=signed)
     sid = fs.sid_from_cookie(app, value)
     assert sid is None or (sid.isascii() and (value == sid or value.startswith(sid + ".")))
+
+
+# -- the switch, end to end: GOSESSION_IMPORT_FLASK_SESSION -------------------------------------
+
+
+def switched(request: t.Any, store: str, fmt: str = "msgpack", **config: t.Any) -> tuple[Flask, Flask]:
+    """(the app on Flask-Session 0.8, the same app redeployed on ours with the import on)."""
+    from flask import jsonify
+
+    backend, fs_config = SETUPS[store](request, fmt)
+    old = flask_session_app(fs_config, plain=store == "file")
+    new = our_app(backend, old, GOSESSION_IMPORT_FLASK_SESSION=True, GOSESSION_GC_INTERVAL=0,
+                  PERMANENT_SESSION_LIFETIME=old.permanent_session_lifetime, **config)
+
+    @new.get("/state")
+    def state() -> t.Any:
+        return jsonify(user=session.get("_user_id"), cart=session.get("cart"),
+                       flashes=get_flashed_messages(), permanent=session.permanent)
+
+    return old, new
+
+
+@pytest.mark.parametrize("fmt", ["msgpack", "json"])
+@pytest.mark.parametrize("store", list(SETUPS))
+def test_after_the_switch_the_user_is_still_logged_in_and_sees_the_flash(request, store, fmt):
+    from signals_capture import captured, named
+
+    old, new = switched(request, store, fmt)
+    value = log_in(old)
+    sid = fs.sid_from_cookie(new, value)
+    assert sid is not None and oracle(old, sid)
+    client = new.test_client()
+    client.set_cookie("session", value)
+    with captured() as seen:
+        first = client.get("/state")
+    assert first.json == {"user": "42", "cart": {"apples": 3, "note": "ünïcode"},
+                          "flashes": ["Welcome back", "Saved"], "permanent": True}
+    assert client.get_cookie("gosessionid") is not None and client.get_cookie("session") is None
+    assert [k["source"] for k in named(seen, "session_imported")] == ["flask-session"]
+    assert not oracle(old, sid)  # the old record is gone: it imports once
+    again = client.get("/state")
+    assert again.json["user"] == "42" and again.json["flashes"] == []
+    counts = provider_of(new).event_counts()
+    assert counts is None if store == "memcached" else counts == {"imported:flask-session": 1}
+    # The old cookie, replayed, finds nothing to import any more.
+    replay = new.test_client()
+    replay.set_cookie("session", value)
+    assert replay.get("/state").json["user"] is None
+
+
+def test_the_import_costs_the_old_records_read_and_delete(request):
+    """Round trips on Redis: the old record's read and delete, our new
+    record's write, one counter increment; then an ordinary read."""
+    old, new = switched(request, "redis")
+    provider = provider_of(new)
+    calls: list[str] = []
+    for name in ("legacy_get", "legacy_delete", "session_init", "session_read", "count_event"):
+        method = getattr(provider, name)
+
+        def counted(*args: t.Any, _name: str = name, _method: t.Any = method) -> t.Any:
+            calls.append(_name)
+            return _method(*args)
+
+        setattr(provider, name, counted)
+    client = new.test_client()
+    client.set_cookie("session", log_in(old))
+    assert client.get("/state").json["user"] == "42"
+    assert sorted(calls) == ["count_event", "legacy_delete", "legacy_get", "session_init"]
+    calls.clear()
+    client.get("/state")
+    assert calls == ["session_read"]
+
+
+@pytest.mark.parametrize("store", ["redis", "sql_sqlite"])
+def test_pickle_era_records_are_refused_counted_and_logged_once_a_minute(request, store, caplog):
+    old, new = switched(request, store)
+    raw = pickle.dumps({"_user_id": "42"}, protocol=4)
+    with pickle_forbidden() as calls, caplog.at_level(logging.WARNING, logger="flask_gosession"):
+        for _ in range(3):
+            sid = secrets.token_urlsafe(32)
+            write_raw(old, new, sid, raw)
+            client = new.test_client()
+            client.set_cookie("session", sid)
+            response = client.get("/state")
+            assert response.status_code == 200 and response.json["user"] is None
+    assert calls == []
+    warnings = [r for r in caplog.records if "pickle" in r.getMessage()]
+    assert len(warnings) == 1 and "never unpickled" in warnings[0].getMessage()
+    assert provider_of(new).event_counts() == {"import-refused:pickle": 3}
+
+
+def test_the_flask_session_import_needs_a_store_with_a_counterpart():
+    from flask_gosession import ConfigError
+
+    app = Flask("memory")
+    app.config.update(SECRET_KEY="x", GOSESSION_IMPORT_FLASK_SESSION=True)
+    with pytest.raises(ConfigError, match="redis, memcached, sql or file"):
+        GoSession().init_app(app)
+
+
+def test_both_imports_on_take_whichever_cookie_comes(request):
+    """A Flask cookie and a Flask-Session id arrive under the same name;
+    with both imports on, each is recognised."""
+    from flask.sessions import SecureCookieSessionInterface
+
+    old, new = switched(request, "redis", GOSESSION_IMPORT_FLASK_COOKIE=True)
+    fs_client = new.test_client()
+    fs_client.set_cookie("session", log_in(old))
+    assert fs_client.get("/state").json["user"] == "42"
+    serializer = SecureCookieSessionInterface().get_signing_serializer(new)
+    cookie_client = new.test_client()
+    cookie_client.set_cookie("session", serializer.dumps({"_user_id": "7"}))
+    assert cookie_client.get("/state").json["user"] == "7"

@@ -273,7 +273,7 @@ class Importer:
 
         try:
             self.manager.provider.serializer.dumps({k: tag(v) for k, v in imported.data.items()})
-        except Exception as err:  # noqa: BLE001 - whatever a hostile value makes it raise
+        except Exception as err:
             log.debug("old session not imported: cannot store its values (%s)", type(err).__name__)
             self._refuse("undecodable")
             return False

@@ -260,6 +260,29 @@ def test_a_killed_redis_is_a_503_counted_unavailable(redis_server, clock, tmp_pa
         app.extensions["gosession"].close()
 
 
+def test_a_frozen_redis_is_a_503_counted_timeout(redis_server, clock, tmp_path):
+    app = make_app({"GOSESSION_PROVIDER": "redis", "GOSESSION_REDIS_URL": redis_server.url,
+                    "GOSESSION_REDIS_TIMEOUT": 0.3, "GOSESSION_GC_INTERVAL": 0,
+                    "GOSESSION_TOKEN_CHECK": False}, clock, str(tmp_path))
+    registry = CollectorRegistry()
+    metrics.install(app, registry)
+    add_metrics_view(app, registry)
+    client = app.test_client()
+    try:
+        assert client.get("/set/a/1").status_code == 200
+        redis_server.pause()
+        try:
+            assert client.get("/get/a").status_code == 503
+        finally:
+            redis_server.resume()
+        assert client.get("/get/a").json["value"] == "1"  # recovered
+        samples = scrape(client)
+        assert nonzero(values(samples, "gosession_store_errors_total")) == {
+            frozenset({("kind", "timeout"), ("provider", "redis")}): 1}
+    finally:
+        app.extensions["gosession"].close()
+
+
 def test_timeouts_are_told_from_outages() -> None:
     from flask_gosession.errors import ProviderError
 

@@ -9,6 +9,9 @@
 * ``gosession-*``: flask-gosession with its defaults, one per provider.
 * ``gosession-*-sealed``: the same with encryption at rest
   (``GOSESSION_ENCRYPTION_KEYS``), to measure what sealing costs.
+* ``gosession-*-metrics``: the same with Prometheus metrics on (into a
+  registry of its own), to measure what they cost against the plain one in
+  the same process and rounds.
 
 Each pair shares the backend but never a key: prefixes, tables and
 directories differ. Every builder raises :class:`~.services.Unavailable`
@@ -82,17 +85,22 @@ SEALED = "-sealed"
 #: Their server key (a benchmark's, never a real one).
 SEALED_KEYS = ["bench:" + "A" * 43]
 
+#: The suffix of the contenders with Prometheus metrics on.
+METRICS = "-metrics"
+
 #: name -> (family, backend)
 CONTENDERS: dict[str, tuple[str, str]] = {
     "bare": ("bare", "-"),
     "cookie": ("cookie", "cookie"),
     "gosession-memory": ("gosession", "memory"),
     "gosession-memory-sealed": ("gosession", "memory"),
+    "gosession-memory-metrics": ("gosession", "memory"),
     "flask-session-simplecache": ("flask-session", "memory"),
     "gosession-file": ("gosession", "file"),
     "flask-session-filesystemcache": ("flask-session", "file"),
     "gosession-redis": ("gosession", "redis"),
     "gosession-redis-sealed": ("gosession", "redis"),
+    "gosession-redis-metrics": ("gosession", "redis"),
     "flask-session-redis": ("flask-session", "redis"),
     "gosession-memcached": ("gosession", "memcached"),
     "flask-session-memcached": ("flask-session", "memcached"),
@@ -108,11 +116,14 @@ RIVALS = {
     .replace("-memory", "-simplecache")
     .replace("-file", "-filesystemcache")
     for name, (family, _) in CONTENDERS.items()
-    if family == "gosession" and not name.endswith(SEALED)
+    if family == "gosession" and not name.endswith((SEALED, METRICS))
 }
 
 #: Each encrypted contender and the plain one it is measured against.
 SEALED_PAIRS = {name: name[: -len(SEALED)] for name in CONTENDERS if name.endswith(SEALED)}
+
+#: Each contender with metrics on and the plain one it is measured against.
+METRICS_PAIRS = {name: name[: -len(METRICS)] for name in CONTENDERS if name.endswith(METRICS)}
 
 #: The backend server each backend name needs, if any.
 SERVICE_OF = {"redis": "redis", "memcached": "memcached", "postgresql": "postgresql"}
@@ -184,6 +195,13 @@ def _gosession(name: str, backend: str, services: Services) -> Contender:
     app = _app(name, services)
     app.config.update(config)
     GoSession(app)
+    if name.endswith(METRICS):
+        _need("prometheus_client", "flask-gosession[prometheus]")
+        from prometheus_client import CollectorRegistry
+
+        from flask_gosession.metrics import install
+
+        install(app, CollectorRegistry())
     add_views(app, uses_session=True)
     add_user_views(app)
     manager = app.extensions["gosession"]

@@ -7,7 +7,7 @@ import statistics
 import typing as t
 from dataclasses import dataclass
 
-from .contenders import CONTENDERS, RIVALS, SEALED_PAIRS
+from .contenders import CONTENDERS, METRICS_PAIRS, RIVALS, SEALED_PAIRS
 from .scenarios import COUNTERPART, SCENARIOS, USER_SCENARIOS
 
 MB = 1024 * 1024
@@ -101,33 +101,64 @@ def inprocess_tables(results: dict[str, t.Any]) -> str:
 SEALED_LIMITS = {"read": 1.15, "write": 1.25}
 
 
-def cpu_ratio(cells: dict[str, t.Any], sealed: str, plain: str, scenario: str) -> float | None:
-    """CPU time of ``sealed`` over ``plain`` for ``scenario``: the median of
-    the per-round ratios (the two ran interleaved in every round)."""
-    a = cells.get(sealed, {}).get(scenario, {}).get("round_cpus_us") or []
-    b = cells.get(plain, {}).get(scenario, {}).get("round_cpus_us") or []
+#: Prometheus metrics: the most a request with metrics on may cost, in CPU
+#: time, over the same request with them off (issue 16).
+METRICS_LIMITS = {"read": 1.05}
+
+
+def cpu_ratio(cells: dict[str, t.Any], sealed: str, plain: str, scenario: str,
+              key: str = "round_cpus_us") -> float | None:
+    """CPU time (or, with ``key="round_means_us"``, wall time) of ``sealed``
+    over ``plain`` for ``scenario``: the median of the per-round ratios (the
+    two ran interleaved in every round)."""
+    a = cells.get(sealed, {}).get(scenario, {}).get(key) or []
+    b = cells.get(plain, {}).get(scenario, {}).get(key) or []
     pairs = [x / y for x, y in zip(a, b, strict=False) if x > 0 and y > 0]
     return statistics.median(pairs) if pairs else None
 
 
+def _verdict(value: float | None, limit: float | None) -> str:
+    return "" if limit is None or value is None else ("met" if value <= limit else "**missed**")
+
+
+def _twins(cells: dict[str, t.Any], pairs: dict[str, str]) -> t.Iterator[tuple[str, str, str]]:
+    """``(variant, plain, scenario)`` for each scenario both twins ran."""
+    for variant, plain in pairs.items():
+        for scenario in SCENARIOS:
+            if scenario in cells.get(variant, {}) and scenario in cells.get(plain, {}):
+                yield variant, plain, scenario
+
+
+def _twin_rows(cells: dict[str, t.Any], pairs: dict[str, str], limits: dict[str, float], *,
+               wall: bool) -> list[list[t.Any]]:
+    """A row per (variant, its plain twin, scenario): the CPU µs per request
+    of each and their ratio against ``limits``; with ``wall``, first the
+    mean wall µs of each and their ratio."""
+    rows = []
+    for variant, plain, scenario in _twins(cells, pairs):
+        cpu = cpu_ratio(cells, variant, plain, scenario)
+        limit = limits.get(scenario)
+        times = [cells[plain][scenario]["mean_us"], cells[variant][scenario]["mean_us"],
+                 ratio(cpu_ratio(cells, variant, plain, scenario, "round_means_us"))] if wall else []
+        rows.append([
+            plain.replace("gosession-", ""), scenario, *times,
+            statistics.median(cells[plain][scenario]["round_cpus_us"]),
+            statistics.median(cells[variant][scenario]["round_cpus_us"]),
+            ratio(cpu), f"≤ {limit}×" if limit else "", _verdict(cpu, limit),
+        ])
+    return rows
+
+
+def metrics_table(results: dict[str, t.Any]) -> str:
+    """Metrics on vs off: wall and CPU µs per request and their ratios."""
+    rows = _twin_rows(results["cells"], METRICS_PAIRS, METRICS_LIMITS, wall=True)
+    return table(["store", "scenario", "off µs", "on µs", "wall × off", "off CPU µs", "on CPU µs",
+                  "CPU × off", "CPU limit", "verdict"], rows)
+
+
 def encryption_table(results: dict[str, t.Any]) -> str:
     """Encrypted vs plain requests: CPU µs per request and their ratio."""
-    cells = results["cells"]
-    rows = []
-    for sealed, plain in SEALED_PAIRS.items():
-        for scenario in SCENARIOS:
-            if scenario not in cells.get(sealed, {}) or scenario not in cells.get(plain, {}):
-                continue
-            value = cpu_ratio(cells, sealed, plain, scenario)
-            limit = SEALED_LIMITS.get(scenario)
-            verdict = "" if limit is None or value is None else (
-                "met" if value <= limit else "**missed**")
-            rows.append([
-                plain.replace("gosession-", ""), scenario,
-                statistics.median(cells[plain][scenario]["round_cpus_us"]),
-                statistics.median(cells[sealed][scenario]["round_cpus_us"]),
-                ratio(value), f"≤ {limit}×" if limit else "", verdict,
-            ])
+    rows = _twin_rows(results["cells"], SEALED_PAIRS, SEALED_LIMITS, wall=False)
     return table(["store", "scenario", "plain CPU µs", "encrypted CPU µs", "× plain",
                   "limit", "verdict"], rows)
 
@@ -305,17 +336,19 @@ def evaluate(results: dict[str, t.Any]) -> list[Target]:
             f"{ratio(worst_ratio)} (lowest: {worst}); {calls(store)} calls",
             ratio(min(http_ratios)) if http_ratios else "–", met))
 
-    for scenario, limit in SEALED_LIMITS.items():
-        measured = [(plain, cpu_ratio(cells, sealed, plain, scenario))
-                    for sealed, plain in SEALED_PAIRS.items()]
-        measured = [(plain, value) for plain, value in measured if value is not None]
-        if measured:
-            worst, value = max(measured, key=lambda pair: pair[1])
-            targets.append(Target(
-                f"encrypted {scenario} vs plain {scenario}, CPU time "
-                f"({', '.join(p.replace('gosession-', '') for p, _ in measured)})",
-                f"≤ {limit}×", f"{ratio(value)} (highest: {worst.replace('gosession-', '')})",
-                "", value <= limit))
+    for what, pairs, limits in (("encrypted", SEALED_PAIRS, SEALED_LIMITS),
+                                ("metrics on", METRICS_PAIRS, METRICS_LIMITS)):
+        for scenario, limit in limits.items():
+            measured = [(plain, cpu_ratio(cells, other, plain, scenario))
+                        for other, plain in pairs.items()]
+            measured = [(plain, value) for plain, value in measured if value is not None]
+            if measured:
+                worst, value = max(measured, key=lambda pair: pair[1])
+                targets.append(Target(
+                    f"{what} {scenario} vs plain {scenario}, CPU time "
+                    f"({', '.join(p.replace('gosession-', '') for p, _ in measured)})",
+                    f"≤ {limit}×", f"{ratio(value)} (highest: {worst.replace('gosession-', '')})",
+                    "", value <= limit))
 
     memory = results.get("memory") or {}
     runs = {run["sessions"]: run for run in memory.get("runs", [])}
@@ -379,6 +412,12 @@ def full_report(results: dict[str, t.Any]) -> str:
             parts += ["", "### Encryption at rest", "",
                       "CPU time of this thread per request (medians over rounds); `× plain` is "
                       "the median of the per-round ratios.", "", encryption_table(inproc)]
+        if any(name in inproc["cells"] for name in METRICS_PAIRS):
+            parts += ["", "### Prometheus metrics", "",
+                      "The same store with `flask_gosession.metrics` installed and without, "
+                      "in the same process and rounds: mean wall µs and this thread's CPU µs "
+                      "per request (medians over rounds); the ratios are medians of the "
+                      "per-round ratios.", "", metrics_table(inproc)]
     http = results.get("http")
     if http:
         parts += ["", "## Over HTTP", ""]

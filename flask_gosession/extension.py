@@ -102,6 +102,11 @@ class GoSession:
 
             app.url_defaults(add_sid_to_urls)
 
+        if settings.metrics:
+            from .metrics import install as install_metrics
+
+            install_metrics(app)
+
         from .cli import gosession_cli
 
         if "gosession" not in app.cli.commands:

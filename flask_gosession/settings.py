@@ -48,6 +48,7 @@ DEFAULTS: dict[str, t.Any] = {
     "GOSESSION_FLASK_LOGIN": False,
     "GOSESSION_MAX_SESSIONS_PER_USER": None,
     "GOSESSION_SESSION_LIMIT_POLICY": "evict",
+    "GOSESSION_METRICS": False,
 }
 # Encryption at rest: validated by flask_gosession.encryption.load_encryption.
 DEFAULTS.update(ENCRYPTION_DEFAULTS)
@@ -106,6 +107,9 @@ DESCRIPTIONS: dict[str, str] = {
     "GOSESSION_SESSION_LIMIT_POLICY": (
         "Over that limit, `evict` signs out the user's oldest session; `refuse` refuses the "
         "new login with `SessionLimitReached` (an HTTP 409 unless the view catches it)."),
+    "GOSESSION_METRICS": (
+        "Export Prometheus metrics of the session layer into `prometheus_client`'s default "
+        "registry (the `[prometheus]` extra; see Operations, Metrics); off, it costs nothing."),
 }
 DESCRIPTIONS.update(ENCRYPTION_DESCRIPTIONS)
 DESCRIPTIONS.update(IMPORT_DESCRIPTIONS)
@@ -141,6 +145,8 @@ class Settings:
     max_sessions_per_user: int | None = None
     #: ``"evict"`` (sign out the oldest) or ``"refuse"`` (refuse the login).
     session_limit_policy: str = "evict"
+    #: Prometheus metrics on (:mod:`flask_gosession.metrics`).
+    metrics: bool = False
 
 
 def _number(config: t.Any, key: str, *, optional: bool = False,
@@ -263,6 +269,7 @@ def load_settings(app: Flask) -> Settings:
         flask_login=_flag(config, "GOSESSION_FLASK_LOGIN"),
         max_sessions_per_user=_session_limit(config),
         session_limit_policy=_limit_policy(config),
+        metrics=_flag(config, "GOSESSION_METRICS"),
     )
 
 

@@ -24,7 +24,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 CONTENDERS = [
     "bare", "cookie",
-    "gosession-memory", "gosession-memory-sealed", "flask-session-simplecache",
+    "gosession-memory", "gosession-memory-sealed", "gosession-memory-metrics",
+    "flask-session-simplecache",
     "gosession-redis", "gosession-redis-sealed", "flask-session-redis",
     "gosession-sqlite", "flask-session-sqlite",
     "gosession-memcached",
@@ -58,7 +59,7 @@ def test_every_table_is_printed(run):
     done, _ = run
     for heading in ("## Machine and command", "## Targets", "## In process",
                     "### Store round trips per request", "### Users and their devices",
-                    "### Encryption at rest", "## Over HTTP",
+                    "### Encryption at rest", "### Prometheus metrics", "## Over HTTP",
                     "## Memory provider: RSS and GC", "## SQL garbage collection"):
         assert heading in done.stdout
     for scenario in ("untouched", "read", "write", "new"):
@@ -151,6 +152,11 @@ def test_ratios_and_targets_are_computed(run):
     assert len(cells["gosession-memory-sealed"]["read"]["round_cpus_us"]) == results["inprocess"]["rounds"]
     assert "encrypted read vs plain read, CPU time" in done.stdout
     assert "encrypted write vs plain write, CPU time" in done.stdout
+    # Metrics (issue 16): the same store with and without them, by wall
+    # clock and CPU time, and a target row for reads.
+    assert len(cells["gosession-memory-metrics"]["read"]["round_cpus_us"]) == results["inprocess"]["rounds"]
+    assert "metrics on read vs plain read, CPU time" in done.stdout
+    assert re.search(r"^\| memory +\| read +\|.*× +\|.*× +\| ≤ 1.05×", done.stdout, re.MULTILINE)
 
 
 def test_http_level_ran_or_says_why(run):

@@ -226,6 +226,10 @@ class Provider(abc.ABC):
     #: documentation's configuration table is built from it; a provider
     #: whose keys should appear there describes each of them.
     config_descriptions: t.ClassVar[t.Mapping[str, str]] = {}
+    #: ``True`` when :meth:`session_count` is cheap enough to call on every
+    #: metrics scrape (no scan of the store): the ``memory`` store. Only
+    #: such stores get the ``gosession_active_sessions`` gauge.
+    cheap_count: t.ClassVar[bool] = False
 
     #: Time source, seconds since the epoch. Set by the manager.
     clock: t.Callable[[], float] = staticmethod(time.time)
@@ -458,11 +462,20 @@ class Provider(abc.ABC):
     def check_size(self, key: str, size: int) -> None:
         """Refuse a record of ``size`` bytes if it exceeds :attr:`max_record_size`.
 
+        Called with the encoded size of every record a provider writes
+        whole: metrics (:mod:`flask_gosession.metrics`) observe the size by
+        wrapping this method on the instance. Use :meth:`check_limit` for
+        bytes that are not a whole record.
         :raises RecordTooLarge: naming the key's label, the size and the limit.
         """
         limit = self.max_record_size
         if limit is not None and size > limit:
             raise RecordTooLarge(key, size, limit, self.max_record_setting)
+
+    #: :meth:`check_size` for bytes that are not a whole record (the fields
+    #: of a change merged on the server): the same check, which metrics do
+    #: not observe as a record size.
+    check_limit = check_size
 
     def pack_checked(self, key: str, record: Record) -> bytes:
         """:meth:`pack`, then :meth:`check_size` on the blob.

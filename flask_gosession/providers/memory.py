@@ -96,6 +96,7 @@ class MemoryProvider(Provider):
 
     touches_on_read = True
     process_local = True
+    cheap_count = True  # len() of a dict
 
     def __init__(self, *, max_sessions: int | None = DEFAULT_MAX_SESSIONS,
                  max_record_size: int | None = None) -> None:

@@ -730,10 +730,12 @@ class RedisProvider(Provider):
 
     # -- the provider contract ---------------------------------------------
 
-    def _fields(self, key: str, pairs: list[t.Any]) -> int:
+    def _fields(self, key: str, pairs: list[t.Any], *, whole: bool = True) -> int:
         """The bytes of ``pairs`` (names and values), checking each value
         against :data:`MAX_VALUE_SIZE` and the total against the cap.
 
+        :param whole: ``pairs`` are a whole record (:meth:`check_size`),
+            not the fields of a change (:meth:`check_limit`).
         :raises RecordTooLarge: for a value or a total over its limit.
         """
         size = 0
@@ -742,7 +744,7 @@ class RedisProvider(Provider):
             if value > MAX_VALUE_SIZE:
                 raise RecordTooLarge(key, value, MAX_VALUE_SIZE, "Redis's limit on one value")
             size += len(pairs[i].encode()) + value
-        self.check_size(key, size)
+        (self.check_size if whole else self.check_limit)(key, size)
         return size
 
     def _record_args(self, key: str, record: Record) -> list[t.Any]:
@@ -782,7 +784,7 @@ class RedisProvider(Provider):
                 deleted.append(META_PREFIX + name)
             else:
                 pairs += (META_PREFIX + name, dumps(value))
-        self._fields(key, pairs)  # what is sent already too large: not sent
+        self._fields(key, pairs, whole=False)  # what is sent already too large: not sent
         pairs += (ATIME_FIELD, repr(float(change.atime)))
         expected: list[t.Any] = []
         for name, value in change.expect.items():

@@ -12,6 +12,7 @@ default ``GOSESSION_MAX_RECORD_SIZE``.
 from __future__ import annotations
 
 import logging
+import re
 import typing as t
 
 import pytest
@@ -126,9 +127,11 @@ def test_raised_inside_a_view_is_a_413_and_one_warning(client, caplog):
 
 
 def _numbers(message: str) -> tuple[int, int]:
-    """The size and the limit a warning names, in that order."""
-    numbers = [int(word) for word in message.replace(",", " ").split() if word.isdigit()]
-    return numbers[0], numbers[1]
+    """The size and the limit a warning names, in that order (read by their
+    words: the session's label before them may be all digits)."""
+    found = re.search(r"record is (\d+) bytes, over the store's limit of (\d+) bytes", message)
+    assert found is not None, message
+    return int(found.group(1)), int(found.group(2))
 
 
 # -- over real HTTP -----------------------------------------------------------------------------

@@ -14,15 +14,26 @@ well inside memcached's 250-byte limit.
 Round trips and atomicity
 -------------------------
 
-* ``session_read`` is one ``get``. Reading does not refresh the access
-  time (:attr:`MemcachedProvider.touches_on_read` is false): the manager
-  calls ``session_touch`` at most once per refresh interval.
+* ``session_read`` is one ``gets``: the blob and its CAS id, which the
+  returned record keeps as its :attr:`~.base.Record.version`. Reading does
+  not refresh the access time (:attr:`MemcachedProvider.touches_on_read`
+  is false): the manager calls ``session_touch`` at most once per refresh
+  interval.
 * ``session_init`` is one ``set``.
-* ``session_update`` and ``session_touch`` are compare-and-swap loops:
-  ``gets`` the blob, merge into it, ``cas`` it back; a concurrent writer in
-  between makes ``cas`` fail and the loop start over, so no change is lost.
-  Without contention that is two round trips. A record that vanished is
-  never written again (no resurrection after a logout).
+* ``session_update`` given the version it was read at
+  (:attr:`~.base.Change.base`: the manager passes the request's read) merges
+  the change into that blob and writes it with one ``cas``: a write request
+  is two round trips, ``gets`` and ``cas``. If anything wrote the item since
+  the read, the ``cas`` fails and the update falls back to the loop below.
+* Otherwise ``session_update`` and ``session_touch`` are compare-and-swap
+  loops: ``gets`` the blob, merge into it, ``cas`` it back; a concurrent
+  writer in between makes ``cas`` fail and the loop start over, so no
+  change is lost. Without contention that is two round trips. A record
+  that vanished is never written again (no resurrection after a logout):
+  ``cas`` on a missing item stores nothing.
+
+The version lives on the request's record and change, never in the
+provider, so concurrent requests on one provider share no state.
 
 Size
 ----
@@ -285,18 +296,33 @@ class MemcachedProvider(Provider):
         return bool(self._write("add", key, self.pack(record), noreply=False))
 
     def session_read(self, key: str, now: float) -> Record | None:
-        blob = self._call("get", self._store_key(key))
+        store_key = self._store_key(key)
+        blob, token = self._call("gets", store_key)
         if blob is None:
             return None
-        return self.unpack(blob)
+        record = self.unpack(blob)
+        record.version = _Version(store_key, token, blob)
+        return record
 
     def session_update(self, key: str, change: Change) -> Outcome:
-        """Merge ``change`` with a CAS loop (see the module docs).
+        """Merge ``change``: one ``cas`` against the version it was made
+        against, else a CAS loop (see the module docs).
 
         :raises ProviderError: if :attr:`cas_attempts` races were all lost.
         :raises CorruptRecordError: if the stored blob cannot be decoded.
         """
         store_key = self._store_key(key)
+        base = change.base
+        if type(base) is _Version and base.store_key == store_key:
+            record = self.unpack(base.blob)
+            if self.merge(record, change) is Outcome.APPLIED:
+                stored = self._write("cas", key, self.pack(record), base.token)
+                if stored:
+                    return Outcome.APPLIED
+                if stored is None:  # deleted since the read: never bring it back
+                    return Outcome.MISSING
+            # Written since the read (or the read's state refuses the
+            # change): decide against what is stored now.
         for attempt in range(self.cas_attempts):
             blob, token = self._call("gets", store_key)
             if blob is None:
@@ -385,6 +411,19 @@ class MemcachedProvider(Provider):
     def close(self) -> None:
         """Close every pooled connection."""
         self._client.close()
+
+
+class _Version(t.NamedTuple):
+    """What :meth:`MemcachedProvider.session_read` read: a record's
+    :attr:`~.base.Record.version`."""
+
+    #: The memcached key read, so that a change is never applied to the
+    #: blob of another session.
+    store_key: str
+    #: The item's CAS id at the read.
+    token: bytes
+    #: The blob read, which the one-``cas`` update merges into.
+    blob: bytes
 
 
 def _import_pymemcache() -> t.Any:

@@ -16,12 +16,14 @@ import typing as t
 
 import pytest
 from flask import Flask, session
+from pymemcache.exceptions import MemcacheServerError, MemcacheUnexpectedCloseError
 
 import servers
 from apps import make_app
 from backends.memcached import unique_prefix
 from clock import FakeClock
 from flask_gosession.errors import ConfigError, CorruptRecordError, ProviderError, RecordTooLarge
+from flask_gosession.providers._memcached_lane import CasLane
 from flask_gosession.providers.base import DEAD_FIELD, FORWARD_FIELD, Change, Outcome, Record
 from flask_gosession.providers.memcached import MemcachedProvider
 from helpers import concurrent_writers
@@ -697,3 +699,52 @@ def test_a_write_between_load_and_save_loses_the_cas_and_is_merged(
     else:
         assert trips["cas_misses"] == 1 and "cas_hits" not in trips
         assert client.get("/get/a").json == {"value": None, "keys": []}
+
+
+# -- the fast lane ------------------------------------------------------------------------------
+
+
+def test_one_server_sends_gets_and_cas_through_the_lane(make, memcached_server, backend_memcached_pair):
+    prov = make(**config_for(memcached_server))
+    assert isinstance(prov.lane, CasLane) and prov.lane.pooled is prov.client
+    assert make(**backend_memcached_pair).lane is None  # the ring client's own calls
+
+
+@pytest.mark.parametrize("size", [0, 1, 4000, 4089, 4090, 4100, 5000, 300_000])
+def test_the_lane_reads_and_writes_values_of_every_size(make, memcached_server, size):
+    """Small replies come in one read, larger ones in several; a value
+    may end in what looks like the end of a reply."""
+    prov = make(**config_for(memcached_server, GOSESSION_MAX_RECORD_SIZE=None))
+    lane, client = t.cast(CasLane, prov.lane), prov.client
+    key = prov.key_prefix + new_key()
+    value = (b"x" * size)[: max(0, size - 7)] + b"\r\nEND\r\n"[: size]
+    assert lane.gets(key) == (None, None)
+    client.set(key, value, expire=60)
+    got, token = lane.gets(key)
+    assert (got, token) == client.gets(key) and got == value
+    assert lane.cas(key, value + b"!", t.cast(bytes, token), expire=60) is True
+    assert lane.cas(key, b"late", t.cast(bytes, token), expire=60) is False
+    assert client.get(key) == value + b"!"
+    client.delete(key)
+    assert lane.cas(key, b"gone", t.cast(bytes, token), expire=60) is None
+    assert client.get(key) is None
+
+
+def test_the_lane_raises_the_clients_errors_and_recovers(make, memcached_server):
+    prov = make(**config_for(memcached_server, GOSESSION_MAX_RECORD_SIZE=None))
+    lane = t.cast(CasLane, prov.lane)
+    key = prov.key_prefix + new_key()
+    prov.client.set(key, b"v", expire=60)
+    token = t.cast(bytes, lane.gets(key)[1])
+    with pytest.raises(MemcacheServerError, match="too large"):
+        lane.cas(key, b"x" * (2 * 1024 * 1024), token, expire=60)
+    # The next exchange is in sync (the refused one's connection is gone).
+    assert lane.gets(key) in ((b"v", token), (None, None))
+    memcached_server.kill()
+    # The idle connection finds the server gone; a new one is refused.
+    with pytest.raises(MemcacheUnexpectedCloseError):
+        lane.gets(key)
+    with pytest.raises(ConnectionRefusedError):
+        lane.gets(key)
+    memcached_server.start()
+    assert lane.gets(key) == (None, None)

@@ -114,9 +114,10 @@ class Record:
     #: Last access, seconds since the epoch on the manager's clock.
     atime: float
     #: What the store knows of the stored state this record was read from
-    #: (memcached: its compare-and-swap id and blob), or ``None``. Opaque
-    #: to everything but the provider that set it; the manager hands it
-    #: back as :attr:`Change.base` of the request's write. Never compared.
+    #: (memcached: its compare-and-swap id and the record as read), or
+    #: ``None``. Opaque to everything but the provider that set it; the
+    #: manager hands it back as :attr:`Change.base` of the request's
+    #: write. Never compared.
     version: t.Any = field(default=None, compare=False, repr=False)
 
 

@@ -29,15 +29,14 @@ Contract:
   exchange. A lost connection is not retried here: the provider retries
   once, as for its other calls.
 * Idle connections, built by the ``PooledClient``'s own factory, are kept
-  in a deque (``pop``/``append`` are atomic, so threads need no lock);
-  there are at most as many as there were concurrent calls. After
-  ``fork()`` the child starts with none.
+  as :mod:`._idle` keeps them: no lock, at most as many as there were
+  concurrent calls, none after ``fork()``.
 """
 from __future__ import annotations
 
-import collections
-import os
 import typing as t
+
+from ._idle import IdleConnections
 
 #: Bytes asked of the socket per read (pymemcache's own size).
 _RECV_SIZE = 4096
@@ -55,30 +54,15 @@ class CasLane:
 
         #: The client whose connection settings this lane uses.
         self.pooled = pooled
-        self._new_client = pooled._create_client
-        self._idle: collections.deque[t.Any] = collections.deque()
-        self._pid = os.getpid()
-        # Connections inherited over fork(): kept referenced, never used,
-        # so the child neither writes to nor shuts down the parent's sockets.
-        self._inherited: list[t.Any] = []
+        self._idle = IdleConnections(pooled._create_client)
         self._readline = base._readline
         self._readvalue = base._readvalue
         self._unknown = MemcacheUnknownError
         self._closed = MemcacheUnexpectedCloseError
 
-    def _client(self) -> t.Any:
-        if self._pid != os.getpid():
-            self._inherited.extend(self._idle)
-            self._idle = collections.deque()
-            self._pid = os.getpid()
-        try:
-            return self._idle.pop()
-        except IndexError:
-            return self._new_client()
-
     def _exchange(self, command: bytes, reply: t.Callable[[t.Any, t.Any], t.Any]) -> t.Any:
         """Send ``command`` on an idle connection and return ``reply(client, sock)``."""
-        client = self._client()
+        client = self._idle.take()
         try:
             sock = client.sock
             if sock is None:
@@ -89,16 +73,12 @@ class CasLane:
         except BaseException:
             client.close()  # the exchange may be half done
             raise
-        self._idle.append(client)
+        self._idle.put(client)
         return result
 
     def close(self) -> None:
         """Close every idle connection. The lane stays usable."""
-        while True:
-            try:
-                client = self._idle.pop()
-            except IndexError:
-                return
+        for client in self._idle.drain():
             client.close()
 
     def gets(self, key: str) -> tuple[bytes | None, bytes | None]:

@@ -748,3 +748,16 @@ def test_the_lane_raises_the_clients_errors_and_recovers(make, memcached_server)
         lane.gets(key)
     memcached_server.start()
     assert lane.gets(key) == (None, None)
+
+
+def test_a_rotation_marks_the_old_record_with_one_cas(request_app, memcached_server):
+    client = request_app().test_client()
+    client.get("/set/a/1")
+    old = client.get_cookie("gosessionid").value  # type: ignore[union-attr]
+    trips = commands(memcached_server, lambda: client.get("/regenerate"))
+    # The load; the forward mark at the version read (one cas, no gets);
+    # then the rotation's own steps: re-read the old record, add the new
+    # one, read it, and store the old one's tombstone.
+    assert trips == {"cmd_get": 3, "get_hits": 3, "cmd_set": 3, "cas_hits": 1}
+    assert client.get_cookie("gosessionid").value != old  # type: ignore[union-attr]
+    assert client.get("/get/a").json["value"] == "1"

@@ -21,10 +21,12 @@ Round trips and atomicity
   interval.
 * ``session_init`` is one ``set``.
 * ``session_update`` given the version it was read at
-  (:attr:`~.base.Change.base`: the manager passes the request's read) merges
-  the change into the record as read and writes it with one ``cas``: a write request
-  is two round trips, ``gets`` and ``cas``. If anything wrote the item since
-  the read, the ``cas`` fails and the update falls back to the loop below.
+  (:attr:`~.base.Change.base`: the manager passes the request's read)
+  merges the change into the record as read and writes it with one
+  ``cas``: a write request is two round trips, ``gets`` and ``cas``. If
+  anything wrote the item since the read, the ``cas`` fails and the update
+  falls back to the loop below. ``gets`` and ``cas`` to a single server go
+  through :class:`~._memcached_lane.CasLane`.
 * Otherwise ``session_update`` and ``session_touch`` are compare-and-swap
   loops: ``gets`` the blob, merge into it, ``cas`` it back; a concurrent
   writer in between makes ``cas`` fail and the loop start over, so no

@@ -213,7 +213,7 @@ def _gosession(name: str, backend: str, services: Services) -> Contender:
     if backend == "redis":
         counter = counting.redis_counter(services.redis_url)
     elif backend == "memcached":
-        counter = counting.memcached_counter(lambda: provider().client)
+        counter = counting.memcached_counter(lambda: [provider().client, provider().lane])
     elif backend in ("sqlite", "postgresql"):
         counter = counting.SQLCounter(lambda: provider().engine)
     else:

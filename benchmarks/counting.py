@@ -7,7 +7,8 @@ counting pass, never while requests are timed. What one "call" is:
   (``Connection.send_command``, through which both redis-py's client and
   flask-gosession's fast lane send; a Lua script is one ``EVALSHA``);
 * memcached: one command method of the pymemcache client (``get``, ``set``,
-  ``gets``, ``cas``, ``delete``, ``touch`` ...);
+  ``gets``, ``cas``, ``delete``, ``touch`` ...), or of flask-gosession's
+  fast lane (``gets``, ``cas``);
 * SQL: one statement executed on a cursor (explicit ``BEGIN`` and
   ``COMMIT`` included), plus, on connections not in autocommit mode, the
   ``BEGIN``, ``COMMIT`` and ``ROLLBACK`` the driver sends for SQLAlchemy,
@@ -61,7 +62,8 @@ class NoStore(Counter):
 
 
 class MethodCounter(Counter):
-    """Counts calls of the named methods of an object (lazily resolved)."""
+    """Counts calls of the named methods of an object, or of each object
+    of a list (lazily resolved; ``None`` in the list is skipped)."""
 
     def __init__(self, get: t.Callable[[], t.Any], names: t.Iterable[str]) -> None:
         super().__init__()
@@ -69,7 +71,10 @@ class MethodCounter(Counter):
         self._names = tuple(names)
 
     def install(self) -> None:
-        self._wrap(self._get(), self._names)
+        target = self._get()
+        for obj in target if isinstance(target, list) else [target]:
+            if obj is not None:
+                self._wrap(obj, self._names)
 
 
 class RedisCounter(Counter):
@@ -109,8 +114,11 @@ MEMCACHED_METHODS = ("get", "gets", "get_many", "gets_many", "set", "set_many", 
                      "cas", "delete", "delete_many", "touch", "incr", "decr", "append", "prepend")
 
 
-def memcached_counter(get_client: t.Callable[[], t.Any]) -> Counter:
-    return MethodCounter(get_client, MEMCACHED_METHODS)
+def memcached_counter(get_clients: t.Callable[[], t.Any]) -> Counter:
+    """Commands sent through a pymemcache client, or through each of a
+    list of objects with its methods (flask-gosession's client and its
+    :class:`~flask_gosession.providers._memcached_lane.CasLane`)."""
+    return MethodCounter(get_clients, MEMCACHED_METHODS)
 
 
 CACHELIB_METHODS = ("get", "set", "add", "delete", "has", "get_many", "set_many", "delete_many",

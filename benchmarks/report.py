@@ -84,14 +84,18 @@ def inprocess_tables(results: dict[str, t.Any]) -> str:
                 name,
                 cell["mean_us"],
                 cell["p50_us"],
+                cell.get("cpu_us"),
                 1e6 / cell["mean_us"] if cell["mean_us"] else None,
                 ratio(cell.get("vs_bare")),
+                ratio(cell.get("vs_bare_cpu")),
                 ratio(cell.get("vs_rival")) + (f" vs {_short(rival)}" if rival and cell.get("vs_rival") else ""),
+                ratio(cell.get("vs_rival_cpu")),
                 calls(cell.get("store_calls")),
                 "; ".join(sorted(set(cell.get("errors", [])))) or "",
             ])
         out.append(f"**{scenario}**\n\n" + table(
-            ["contender", "mean µs", "p50 µs", "req/s", "× bare", "× Flask-Session", "store calls", "errors"],
+            ["contender", "mean µs", "p50 µs", "CPU µs", "req/s", "× bare", "× bare CPU",
+             "× Flask-Session", "× FS CPU", "store calls", "errors"],
             rows))
     return "\n\n".join(out)
 
@@ -289,35 +293,50 @@ class Target:
 
 
 def _ratio_target(results: dict[str, t.Any], level: str, ours: str, theirs: str,
-                  scenario: str) -> float | None:
+                  scenario: str, table: str = "ratios") -> float | None:
     data = results.get(level) or {}
     if data.get("skipped"):
         return None
-    return data.get("ratios", {}).get(f"{ours}/{theirs}/{scenario}")
+    return data.get(table, {}).get(f"{ours}/{theirs}/{scenario}")
+
+
+#: The throughput targets: (name, ours, theirs, scenario, threshold, judged
+#: by CPU time too). Every one is reported by wall clock and CPU time; those
+#: of issue 16 must hold by both (on a VM whose loopback round trips are
+#: inflated by scheduling, CPU time shows the client-side cost).
+RATIO_TARGETS: list[tuple[str, str, str, str, float, bool]] = [
+    ("redis read vs Flask-Session redis", "gosession-redis", "flask-session-redis", "read", 1.5,
+     False),
+    ("redis write vs Flask-Session redis", "gosession-redis", "flask-session-redis", "write", 1.1,
+     False),
+    ("memcached read vs Flask-Session memcached", "gosession-memcached",
+     "flask-session-memcached", "read", 1.3, True),
+    ("memcached write vs Flask-Session memcached", "gosession-memcached",
+     "flask-session-memcached", "write", 1.0, True),
+    ("sql (SQLite) read vs Flask-Session sqlalchemy", "gosession-sqlite", "flask-session-sqlite",
+     "read", 1.3, False),
+    ("sql (PostgreSQL) read vs Flask-Session sqlalchemy", "gosession-postgresql",
+     "flask-session-postgresql", "read", 1.3, False),
+    ("memory read vs Flask's cookie session", "gosession-memory", "cookie", "read", 1.0, False),
+    ("memory write vs Flask's cookie session", "gosession-memory", "cookie", "write", 1.0, False),
+]
 
 
 def evaluate(results: dict[str, t.Any]) -> list[Target]:
     """The issue's targets, met or missed, from one run's results."""
     targets: list[Target] = []
-    ratio_targets = [
-        ("redis read vs Flask-Session redis", "gosession-redis", "flask-session-redis", "read", 1.5),
-        ("redis write vs Flask-Session redis", "gosession-redis", "flask-session-redis", "write", 1.1),
-        ("memcached read vs Flask-Session memcached", "gosession-memcached",
-         "flask-session-memcached", "read", 1.3),
-        ("sql (SQLite) read vs Flask-Session sqlalchemy", "gosession-sqlite", "flask-session-sqlite",
-         "read", 1.3),
-        ("sql (PostgreSQL) read vs Flask-Session sqlalchemy", "gosession-postgresql",
-         "flask-session-postgresql", "read", 1.3),
-        ("memory read vs Flask's cookie session", "gosession-memory", "cookie", "read", 1.0),
-        ("memory write vs Flask's cookie session", "gosession-memory", "cookie", "write", 1.0),
-    ]
-    for name, ours, theirs, scenario, threshold in ratio_targets:
+    for name, ours, theirs, scenario, threshold, by_cpu in RATIO_TARGETS:
         a = _ratio_target(results, "inprocess", ours, theirs, scenario)
+        cpu = _ratio_target(results, "inprocess", ours, theirs, scenario, "cpu_ratios")
         b = _ratio_target(results, "http", ours, theirs, scenario)
-        met = None if a is None else a >= threshold
-        targets.append(Target(name, f"≥ {threshold}×", ratio(a), ratio(b), met,
-                              "" if b is None or a is None or (b >= threshold) == met
-                              else f"HTTP level {'meets' if b >= threshold else 'misses'} it"))
+        met = None if a is None or (by_cpu and cpu is None) else (
+            a >= threshold and (not by_cpu or t.cast(float, cpu) >= threshold))
+        wall_met = None if a is None else a >= threshold
+        targets.append(Target(
+            name, f"≥ {threshold}×" + (" wall and CPU" if by_cpu else " wall"),
+            f"{ratio(a)} wall, {ratio(cpu)} CPU", ratio(b), met,
+            "" if b is None or a is None or (b >= threshold) == wall_met
+            else f"HTTP level {'meets' if b >= threshold else 'misses'} it"))
 
     # Untouched: every flask-gosession provider vs bare Flask, zero store calls.
     cells = (results.get("inprocess") or {}).get("cells", {})
@@ -400,7 +419,9 @@ def full_report(results: dict[str, t.Any]) -> str:
                   f"{inproc['requests']} requests per batch, {inproc['rounds']} rounds, "
                   f"medians over rounds{pin}. `× bare` and `× Flask-Session` are throughput "
                   "ratios (this contender's requests per second over the other's), the median "
-                  "of the per-round ratios.", "", inprocess_tables(inproc),
+                  "of the per-round ratios; the `CPU` columns are the same ratios of this "
+                  "thread's CPU time per request (the other's over this one's), which leave "
+                  "out the time spent waiting for the store.", "", inprocess_tables(inproc),
                   "", "### Store round trips per request", "", store_calls_table(inproc)]
         if any(s in c for c in inproc["cells"].values() for s in USER_SCENARIOS):
             parts += ["", "### Users and their devices", "",

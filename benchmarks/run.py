@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     for level in ("inprocess", "http"):
         if level in results:
             results[level]["ratios"] = ratios(results[level])
+            if level == "inprocess":
+                results[level]["cpu_ratios"] = ratios(results[level], clock="cpu")
             annotate(results[level])
     if "inprocess" in results:
         annotate_costs(results["inprocess"])
@@ -247,11 +249,16 @@ def _paired(ours: list[float], theirs: list[float], per_request_time: bool) -> f
     return statistics.median(pairs) if pairs else None
 
 
-def ratios(level: dict[str, t.Any]) -> dict[str, float | None]:
-    """Throughput ratios for every comparison the report and targets use."""
+def ratios(level: dict[str, t.Any], clock: str = "wall") -> dict[str, float | None]:
+    """Throughput ratios for every comparison the report and targets use.
+
+    :param clock: ``"wall"``, or ``"cpu"`` for the in-process level's
+        ratios of this thread's CPU time per request (the other side's over
+        ours, so that above 1 is better, as for the wall clock).
+    """
     cells = level.get("cells", {})
     timed = "rounds" in level and "connections" not in level  # in process: times, not rates
-    key = "round_means_us" if timed else "round_rps"
+    key = ("round_cpus_us" if clock == "cpu" else "round_means_us") if timed else "round_rps"
     out: dict[str, float | None] = {}
     comparisons = []
     for name in cells:
@@ -271,14 +278,17 @@ def ratios(level: dict[str, t.Any]) -> dict[str, float | None]:
 
 
 def annotate(level: dict[str, t.Any]) -> None:
-    """Copy the ratios vs bare and vs the Flask-Session rival into each cell."""
-    table = level.get("ratios", {})
-    for name, scenarios in level.get("cells", {}).items():
-        for scenario, cell in scenarios.items():
-            if name != "bare":
-                cell["vs_bare"] = table.get(f"{name}/bare/{scenario}")
-            if name in RIVALS:
-                cell["vs_rival"] = table.get(f"{name}/{RIVALS[name]}/{scenario}")
+    """Copy the ratios vs bare and vs the Flask-Session rival into each cell
+    (``vs_bare``, ``vs_rival``; by CPU time ``vs_bare_cpu``, ``vs_rival_cpu``)."""
+    for suffix, table in (("", level.get("ratios", {})), ("_cpu", level.get("cpu_ratios"))):
+        if table is None:
+            continue
+        for name, scenarios in level.get("cells", {}).items():
+            for scenario, cell in scenarios.items():
+                if name != "bare":
+                    cell["vs_bare" + suffix] = table.get(f"{name}/bare/{scenario}")
+                if name in RIVALS:
+                    cell["vs_rival" + suffix] = table.get(f"{name}/{RIVALS[name]}/{scenario}")
 
 
 def annotate_costs(level: dict[str, t.Any]) -> None:
@@ -327,7 +337,7 @@ def profiles(built: list[contenders_mod.Contender], scenarios: list[str]) -> dic
 
     out = {}
     for contender in built:
-        if contender.name not in ("gosession-memory", "gosession-redis"):
+        if contender.name not in ("gosession-memory", "gosession-redis", "gosession-memcached"):
             continue
         for scenario in scenarios:
             if scenario in ("read", "write"):

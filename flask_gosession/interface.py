@@ -121,7 +121,7 @@ class GoSessionInterface(SessionInterface):
                 name, domain=domain, path=path, secure=secure,
                 partitioned=partitioned, samesite=samesite, httponly=httponly,
             )
-            response.vary.add("Cookie")
+            _vary_cookie(response)
             return
         if session.via_url:
             # Only to this host; adds Referrer-Policy and Cache-Control when
@@ -135,7 +135,7 @@ class GoSessionInterface(SessionInterface):
             httponly=httponly, domain=domain, path=path, secure=secure,
             partitioned=partitioned, samesite=samesite,
         )
-        response.vary.add("Cookie")
+        _vary_cookie(response)
 
     def _refresh_untouched(self, app: Flask, session: ServerSession, response: Response) -> None:
         """Send the cookie of an unused session flagged permanent again, with
@@ -158,13 +158,15 @@ class GoSessionInterface(SessionInterface):
 
 def _vary_cookie(response: Response) -> None:
     """``response.vary.add("Cookie")``, without parsing a header that is not
-    there (``getlist`` rather than ``in``: a missing key costs ``in`` an
-    exception)."""
+    there or says just that (``getlist`` rather than ``in``: a missing key
+    costs ``in`` an exception; parsing costs a few microseconds, and a
+    response that sets the cookie comes here twice)."""
     headers = response.headers
-    if headers.getlist("Vary"):
-        response.vary.add("Cookie")
-    else:
+    values = headers.getlist("Vary")
+    if not values:
         headers.add("Vary", "Cookie")
+    elif values != ["Cookie"]:
+        response.vary.add("Cookie")
 
 
 def _manager(app: Flask) -> Manager:

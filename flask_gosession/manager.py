@@ -162,6 +162,7 @@ class Manager:
                 session.refuse()
                 return
             sid, key, record = hop.sid, hop.key, t.cast(Record, hop.record)
+        version = record.version  # the store's, before encryption copies the record
         try:
             expired = self.expired(record, now)
             if expired:
@@ -188,7 +189,8 @@ class Manager:
         token = open_token(sid, record.meta.get(TOKEN))
         accepted = tuple(dict.fromkeys(([token] if token else []) + tokens))
         session.adopt(values, record.meta, record.atime, sid, key,
-                      token=token, accepted=accepted, moved=sid != presented)
+                      token=token, accepted=accepted, moved=sid != presented,
+                      version=version)
         rotate_after = self.settings.rotate_after
         if rotate_after is not None and now - record.meta[ISSUED] >= rotate_after:
             # The token is kept: forms rendered before the rotation still
@@ -255,8 +257,9 @@ class Manager:
         if session.rotate:
             return Cookie.SET if self.rotation.rotate(session, now) else Cookie.DELETE
         if session.dirty:
-            outcome = self.encryption.update(self.store, session,
-                                             self.change_for(session, session.sid, now))
+            change = self.change_for(session, session.sid, now)
+            change.base = session.take_version()
+            outcome = self.encryption.update(self.store, session, change)
             if outcome is Outcome.FORWARDED:
                 hop = self.rotation.save_forwarded(session, now)
                 if hop is None:
@@ -370,7 +373,8 @@ class Manager:
         sealed = session.meta.get(TOKEN)
         token = new_token()
         replacement = seal_token(session.sid, token)
-        change = Change(meta={TOKEN: replacement}, expect={TOKEN: sealed}, atime=self._clock())
+        change = Change(meta={TOKEN: replacement}, expect={TOKEN: sealed}, atime=self._clock(),
+                        base=session.take_version())
         outcome = self.store.update(t.cast(str, session.key), change)
         if outcome is not Outcome.APPLIED:
             return False

@@ -337,7 +337,10 @@ class Rotation:
             mark: dict[str, t.Any] = {FORWARD_FIELD: seal_forward(old_sid, new_sid), FORWARD_AT: now}
             if not privilege:
                 mark[FORWARD_UNTIL] = now + manager.settings.rotate_grace
-            outcome = manager.store.update(old_key, Change(meta=mark, atime=now))
+            # The version this request read (first pass only): on memcached
+            # the mark is then one cas.
+            outcome = manager.store.update(
+                old_key, Change(meta=mark, atime=now, base=session.take_version()))
             if outcome is Outcome.APPLIED:
                 break
             if outcome is not Outcome.FORWARDED:

@@ -124,6 +124,11 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
     #: The id whose key is already in the user's index for this request
     #: (set by binding and by a rotation of a bound session).
     indexed_as: str | None = None
+    #: The store's version of the record loaded (:attr:`Record.version
+    #: <flask_gosession.providers.base.Record.version>`), until a write of
+    #: this request uses it (:meth:`take_version`): memcached then writes
+    #: in one round trip instead of two.
+    version: t.Any = None
     #: What this request knows of the record's encryption (its seed and
     #: derived ciphers; :class:`flask_gosession.encryption.Vault`), or ``None``.
     vault: t.Any = None
@@ -226,11 +231,12 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
 
     def adopt(self, values: dict[str, t.Any], meta: dict[str, t.Any], atime: float,
               sid: str, key: str, *, token: str | None, accepted: tuple[str, ...],
-              moved: bool) -> None:
+              moved: bool, version: t.Any = None) -> None:
         """Become the stored session ``sid``, loaded from the store.
 
         :param moved: the client presented an id that forwards here, so
             the response must hand it ``sid``.
+        :param version: the loaded record's :attr:`version`.
         """
         dict.clear(self)
         dict.update(self, values)
@@ -241,6 +247,7 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         self.accepted_tokens = accepted
         if moved:
             self.reissue = True
+        self.version = version
         self.set_identity(sid, key)
 
     def take_imported(self, values: dict[str, t.Any], meta: dict[str, t.Any],
@@ -288,6 +295,7 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         self.rotate = None
         self.next_sid = None
         self.meta = meta
+        self.version = None
         self.set_identity(sid, key)
 
     def start_over(self, *, keep: t.Iterable[str] = ()) -> None:
@@ -312,6 +320,7 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         self.reissue = False
         self.refused = True
         self.indexed_as = None
+        self.version = None
         self.set_identity(None, None)
         for key, value in kept.items():
             self[key] = value
@@ -328,6 +337,12 @@ class ServerSession(dict, SessionMixin):  # type: ignore[type-arg]
         self._modified = True
         if pin:
             self.pinned = True
+
+    def take_version(self) -> t.Any:
+        """The loaded record's :attr:`version`, for the first write of this
+        request; ``None`` afterwards, since that write made it stale."""
+        version, self.version = self.version, None
+        return version
 
     def token_consumed(self, token: str, sealed: str) -> None:
         """A one-time token was replaced in the store by ``token`` (sealed

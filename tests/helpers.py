@@ -44,14 +44,17 @@ def set_cookies(response: t.Any) -> list[str]:
 
 
 def concurrent_writers(providers: list, key: str, now: float, *, writers: int, rounds: int,
-                       delete_own: bool = False, timeout: float = 60) -> None:
+                       delete_own: bool = False, read_first: bool = False,
+                       timeout: float = 60) -> None:
     """Race ``writers`` threads on one record, each owning key ``k<n>``.
 
     Writer ``n`` uses ``providers[n % len(providers)]`` (several client
     instances stand for several processes) and writes ``k<n> = 0..rounds-1``;
-    with ``delete_own`` it also deletes ``gone<n>`` each time. Every update
-    must be APPLIED, and afterwards each ``k<n>`` holds its last value and
-    every ``gone<n>`` is gone.
+    with ``delete_own`` it also deletes ``gone<n>`` each time; with
+    ``read_first`` it reads the record before each update and passes its
+    version as the change's base, as a request does. Every update must be
+    APPLIED, and afterwards each ``k<n>`` holds its last value and every
+    ``gone<n>`` is gone.
     """
     import threading
 
@@ -64,7 +67,8 @@ def concurrent_writers(providers: list, key: str, now: float, *, writers: int, r
         deleted = {f"gone{n}"} if delete_own else frozenset()
         try:
             for i in range(rounds):
-                change = Change(set={f"k{n}": i}, deleted=deleted, atime=now + i)
+                base = provider.session_read(key, now).version if read_first else None
+                change = Change(set={f"k{n}": i}, deleted=deleted, atime=now + i, base=base)
                 outcome = provider.session_update(key, change)
                 assert outcome is Outcome.APPLIED, outcome
         except BaseException as err:  # reported below

@@ -70,3 +70,22 @@ def test_non_permanent_cookie_not_resent_on_reads(client):
 def test_vary_cookie_only_when_accessed(client):
     assert "Cookie" in client.get("/count").headers["Vary"]
     assert "Vary" not in client.get("/noop").headers
+
+
+@pytest.mark.parametrize("view_vary", [None, "Accept-Encoding", "cookie", "Cookie, Accept"])
+@pytest.mark.parametrize("path", ["/count", "/get/n", "/logout"])
+def test_vary_names_cookie_once_beside_the_views_own(app, client, view_vary, path):
+    """Reading, setting and deleting the cookie each add ``Cookie`` to
+    ``Vary`` once, keeping what the view put there."""
+    @app.after_request
+    def vary(response):  # type: ignore[no-untyped-def]
+        if view_vary is not None:
+            response.headers["Vary"] = view_vary
+        return response
+
+    client.get("/count")
+    values = client.get(path).headers.getlist("Vary")
+    assert len(values) == 1
+    names = [name.strip().lower() for name in values[0].split(",")]
+    assert names.count("cookie") == 1
+    assert set(names) == {"cookie"} | {n.strip().lower() for n in (view_vary or "").split(",") if n}

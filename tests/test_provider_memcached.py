@@ -8,19 +8,23 @@ are read from the server's own command counters (``stats``).
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import socket
 import time
 import typing as t
 
 import pytest
-from flask import Flask
+from flask import Flask, session
+from pymemcache.exceptions import MemcacheServerError, MemcacheUnexpectedCloseError
 
 import servers
+from apps import make_app
 from backends.memcached import unique_prefix
 from clock import FakeClock
 from flask_gosession.errors import ConfigError, CorruptRecordError, ProviderError, RecordTooLarge
-from flask_gosession.providers.base import FORWARD_FIELD, Change, Outcome, Record
+from flask_gosession.providers._memcached_lane import CasLane
+from flask_gosession.providers.base import DEAD_FIELD, FORWARD_FIELD, Change, Outcome, Record
 from flask_gosession.providers.memcached import MemcachedProvider
 from helpers import concurrent_writers
 
@@ -176,28 +180,115 @@ def test_touch_rewrites_atime_and_never_creates(make, memcached_server):
 # -- round trips ----------------------------------------------------------------------------
 
 
+def commands(server: servers.ServerProcess, operation: t.Callable[[], t.Any]) -> dict[str, int]:
+    """The server's command counters that ``operation`` changed, and by how much."""
+    before = counters(server)
+    operation()
+    after = counters(server)
+    return {name: after[name] - before[name] for name in after if after[name] != before[name]}
+
+
+#: One ``cas`` that stored the item.
+CAS_STORED = {"cmd_set": 1, "cas_hits": 1}
+#: One ``gets`` that found the item (memcached counts it as a get).
+GETS_HIT = {"cmd_get": 1, "get_hits": 1}
+
+
 def test_round_trips(make, memcached_server):
     prov = make(**config_for(memcached_server))
     key, now = new_key(), prov.clock()
     prov.session_init(key, rec(now, a=1))
 
-    def commands(operation: t.Callable[[], t.Any]) -> dict[str, int]:
-        before = counters(memcached_server)
-        operation()
-        after = counters(memcached_server)
-        return {name: after[name] - before[name] for name in after if after[name] != before[name]}
+    def trips(operation: t.Callable[[], t.Any]) -> dict[str, int]:
+        return commands(memcached_server, operation)
 
-    assert commands(lambda: prov.session_read(key, now)) == {"cmd_get": 1, "get_hits": 1}
-    assert commands(lambda: prov.session_read(new_key(), now)) == {"cmd_get": 1, "get_misses": 1}
-    assert commands(lambda: prov.session_init(key, rec(now, b=2))) == {"cmd_set": 1}
-    # An uncontended update is one gets and one cas.
-    assert commands(lambda: prov.session_update(key, Change(set={"c": 3}, atime=now))) == {
-        "cmd_get": 1, "get_hits": 1, "cmd_set": 1, "cas_hits": 1,
+    assert trips(lambda: prov.session_read(key, now)) == GETS_HIT
+    assert trips(lambda: prov.session_read(new_key(), now)) == {"cmd_get": 1, "get_misses": 1}
+    assert trips(lambda: prov.session_init(key, rec(now, b=2))) == {"cmd_set": 1}
+    # An update without a base is one gets and one cas...
+    assert trips(lambda: prov.session_update(key, Change(set={"c": 3}, atime=now))) == {
+        **GETS_HIT, **CAS_STORED,
     }
-    assert commands(lambda: prov.session_update(new_key(), Change(atime=now))) == {
+    assert trips(lambda: prov.session_update(new_key(), Change(atime=now))) == {
         "cmd_get": 1, "get_misses": 1,
     }
-    assert commands(lambda: prov.session_destroy(key)) == {"delete_hits": 1}
+    # ... and one with the version of the read is the cas alone.
+    base = prov.session_read(key, now).version
+    assert trips(lambda: prov.session_update(key, Change(set={"d": 4}, atime=now, base=base))) == (
+        CAS_STORED
+    )
+    assert prov.session_read(key, now).data == {"b": 2, "c": 3, "d": 4}
+    assert trips(lambda: prov.session_destroy(key)) == {"delete_hits": 1}
+
+
+# -- writing at the version read --------------------------------------------------------------
+
+
+def test_stale_base_loses_the_cas_and_merges_into_what_is_stored(make, memcached_server):
+    config = config_for(memcached_server)
+    prov, rival = make(**config), make(**config)
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1, b=1))
+    base = prov.session_read(key, now).version
+    rival.session_update(key, Change(set={"rival": 1}, deleted={"b"}, atime=now))
+    change = Change(set={"mine": 1}, deleted={"a"}, atime=now + 1, base=base)
+    assert commands(memcached_server, lambda: prov.session_update(key, change)) == {
+        "cmd_set": 2, "cas_badval": 1, "cas_hits": 1, **GETS_HIT,
+    }
+    assert prov.session_read(key, now) == Record({"rival": 1, "mine": 1}, {"c": now}, now + 1)
+
+
+@pytest.mark.parametrize("since_the_read", ["destroyed", "tombstone", "forwarded"])
+def test_stale_base_never_undoes_a_destroy_or_a_rotation(make, memcached_server, since_the_read):
+    config = config_for(memcached_server)
+    prov, rival = make(**config), make(**config)
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    base = prov.session_read(key, now).version
+    if since_the_read == "destroyed":
+        rival.session_destroy(key)
+    else:
+        field = DEAD_FIELD if since_the_read == "tombstone" else FORWARD_FIELD
+        assert rival.session_update(key, Change(meta={field: 1}, atime=now)) is Outcome.APPLIED
+    before = rival.session_read(key, now)
+    change = Change(set={"a": 2}, meta={FORWARD_FIELD: "mine"}, atime=now + 1, base=base)
+    expected = {"destroyed": Outcome.MISSING, "tombstone": Outcome.MISSING,
+                "forwarded": Outcome.FORWARDED}[since_the_read]
+    assert prov.session_update(key, change) is expected
+    assert rival.session_read(key, now) == before
+
+
+def test_one_time_precondition_holds_once_for_two_writers_at_one_version(make, memcached_server):
+    """Two requests that read the same token both try to consume it with
+    the version they read: the first ``cas`` wins, the second loses its
+    race, re-reads, and finds the token replaced."""
+    config = config_for(memcached_server)
+    first, second = make(**config), make(**config)
+    key, now = new_key(), first.clock()
+    first.session_init(key, Record({}, {"t": "old"}, now))
+    bases = [first.session_read(key, now).version, second.session_read(key, now).version]
+    outcomes = [
+        prov.session_update(key, Change(meta={"t": new}, expect={"t": "old"}, atime=now, base=base))
+        for prov, new, base in zip((first, second), ("one", "two"), bases, strict=True)
+    ]
+    assert outcomes == [Outcome.APPLIED, Outcome.CONFLICT]
+    assert first.session_read(key, now).meta == {"t": "one"}
+
+
+def test_a_base_read_from_another_key_is_never_written_to_this_one(make, memcached_server):
+    prov = make(**config_for(memcached_server))
+    mine, other, now = new_key(), new_key(), prov.clock()
+    prov.session_init(mine, rec(now, own=1))
+    prov.session_init(other, rec(now, secret=1))
+    base = prov.session_read(other, now).version
+    change = Change(set={"x": 1}, atime=now, base=base)
+    # Not even tried against the other item's CAS id (on two servers, it
+    # could be this item's too): read and written as without a base.
+    assert commands(memcached_server, lambda: prov.session_update(mine, change)) == {
+        **GETS_HIT, **CAS_STORED,
+    }
+    assert prov.session_read(mine, now).data == {"own": 1, "x": 1}
+    assert prov.session_read(other, now).data == {"secret": 1}
 
 
 # -- the CAS loop under real races -----------------------------------------------------------
@@ -273,13 +364,15 @@ def test_record_deleted_during_update_is_not_resurrected(make, memcached_server)
     assert rival.session_read(key, now) is None
 
 
+@pytest.mark.parametrize("read_first", [False, True], ids=["no-base", "read-base"])
 @pytest.mark.parametrize("pair", [False, True], ids=["one-server", "two-servers"])
-def test_concurrent_updates_from_two_clients_all_survive(make, request, pair):
+def test_concurrent_updates_from_two_clients_all_survive(make, request, pair, read_first):
     config = request.getfixturevalue("backend_memcached_pair" if pair else "backend_memcached")
     providers = [make(**config), make(**config)]
     key, now = new_key(), providers[0].clock()
     providers[0].session_init(key, rec(now, **{f"gone{n}": 0 for n in range(8)}))
-    concurrent_writers(providers, key, now, writers=8, rounds=20, delete_own=True)
+    concurrent_writers(providers, key, now, writers=8, rounds=20, delete_own=True,
+                       read_first=read_first)
 
 
 # -- corrupt records ----------------------------------------------------------------------
@@ -532,3 +625,139 @@ def test_server_forms(make):
     two = make(GOSESSION_MEMCACHED_SERVERS=["127.0.0.1:11211", "[::1]:11212"])
     assert isinstance(two.client, __import__("pymemcache.client.hash").client.hash.HashClient)
     assert sorted(two.client.clients) == ["127.0.0.1:11211", "::1:11212"]
+
+
+# -- a request's round trips, through the manager ------------------------------------------
+
+
+@pytest.fixture
+def request_app(memcached_server, tmp_path):  # type: ignore[no-untyped-def]
+    """``fn(**config)``: the test app on a private memcached server."""
+    built: list[Flask] = []
+
+    def build(**extra: t.Any) -> Flask:
+        config = {"GOSESSION_PROVIDER": "memcached", "GOSESSION_GC_INTERVAL": 0,
+                  **config_for(memcached_server), **extra}
+        app = make_app(config, FakeClock(), str(tmp_path / f"instance{len(built)}"))
+        built.append(app)
+        return app
+
+    yield build
+    for app in built:
+        app.extensions["gosession"].close()
+
+
+def test_a_read_request_is_one_round_trip_and_a_write_two(request_app, memcached_server):
+    client = request_app().test_client()
+    client.get("/set/a/1")
+    assert commands(memcached_server, lambda: client.get("/get/a")) == GETS_HIT
+    assert commands(memcached_server, lambda: client.get("/count")) == {**GETS_HIT, **CAS_STORED}
+    assert commands(memcached_server, lambda: client.get("/count")) == {**GETS_HIT, **CAS_STORED}
+    assert client.get("/get/n").json == {"value": 2, "keys": ["a", "n"]}
+
+
+def test_a_one_time_token_is_consumed_with_the_version_read(request_app, memcached_server):
+    app = request_app(GOSESSION_TOKEN_CHECK=True, GOSESSION_TOKEN_ONE_TIME=True)
+    client = app.test_client()
+    field = app.config["GOSESSION_TOKEN_FIELD"]
+    token = re.search(r'value="([^"]+)"', client.get("/token").text).group(1)  # type: ignore[union-attr]
+    # The load, the token's cas at the version read, then the write: a
+    # gets and a cas, since the consumed token made that version stale.
+    assert commands(memcached_server, lambda: client.post("/write", data={field: token, "x": "1"})) == {
+        "cmd_get": 2, "get_hits": 2, "cmd_set": 2, "cas_hits": 2,
+    }
+    assert client.post("/write", data={field: token, "x": "2"}).status_code == 400
+    assert client.get("/get/x").json["value"] == "1"
+
+
+@pytest.mark.parametrize("rival_does", ["write", "destroy"])
+def test_a_write_between_load_and_save_loses_the_cas_and_is_merged(
+    request_app, memcached_server, rival_does
+):
+    app = request_app()
+    rival = app.extensions["gosession"].provider
+    clock = app.extensions["gosession"].clock
+
+    @app.get("/race")
+    def race() -> str:
+        session["mine"] = session["a"] + "!"  # loaded: the version is read
+        key = t.cast(str, t.cast(t.Any, session).key)
+        if rival_does == "write":
+            assert rival.session_update(key, Change(set={"rival": "r"}, deleted={"a"},
+                                                    atime=clock())) is Outcome.APPLIED
+        else:
+            rival.session_destroy(key)
+        return "raced"
+
+    client = app.test_client()
+    client.get("/set/a/1")
+    trips = commands(memcached_server, lambda: client.get("/race"))
+    if rival_does == "write":
+        # Our load; the rival's gets and cas; our cas, lost; re-read, merged, stored.
+        assert trips == {"cmd_get": 3, "get_hits": 3, "cmd_set": 3, "cas_hits": 2, "cas_badval": 1}
+        assert client.get("/get/a").json == {"value": None, "keys": ["mine", "rival"]}
+    else:
+        assert trips["cas_misses"] == 1 and "cas_hits" not in trips
+        assert client.get("/get/a").json == {"value": None, "keys": []}
+
+
+# -- the fast lane ------------------------------------------------------------------------------
+
+
+def test_one_server_sends_gets_and_cas_through_the_lane(make, memcached_server, backend_memcached_pair):
+    prov = make(**config_for(memcached_server))
+    assert isinstance(prov.lane, CasLane) and prov.lane.pooled is prov.client
+    assert make(**backend_memcached_pair).lane is None  # the ring client's own calls
+
+
+@pytest.mark.parametrize("size", [0, 1, 4000, 4089, 4090, 4100, 5000, 300_000])
+def test_the_lane_reads_and_writes_values_of_every_size(make, memcached_server, size):
+    """Small replies come in one read, larger ones in several; a value
+    may end in what looks like the end of a reply."""
+    prov = make(**config_for(memcached_server, GOSESSION_MAX_RECORD_SIZE=None))
+    lane, client = t.cast(CasLane, prov.lane), prov.client
+    key = prov.key_prefix + new_key()
+    value = (b"x" * size)[: max(0, size - 7)] + b"\r\nEND\r\n"[: size]
+    assert lane.gets(key) == (None, None)
+    client.set(key, value, expire=60)
+    got, token = lane.gets(key)
+    assert (got, token) == client.gets(key) and got == value
+    assert lane.cas(key, value + b"!", t.cast(bytes, token), expire=60) is True
+    assert lane.cas(key, b"late", t.cast(bytes, token), expire=60) is False
+    assert client.get(key) == value + b"!"
+    client.delete(key)
+    assert lane.cas(key, b"gone", t.cast(bytes, token), expire=60) is None
+    assert client.get(key) is None
+
+
+def test_the_lane_raises_the_clients_errors_and_recovers(make, memcached_server):
+    prov = make(**config_for(memcached_server, GOSESSION_MAX_RECORD_SIZE=None))
+    lane = t.cast(CasLane, prov.lane)
+    key = prov.key_prefix + new_key()
+    prov.client.set(key, b"v", expire=60)
+    token = t.cast(bytes, lane.gets(key)[1])
+    with pytest.raises(MemcacheServerError, match="too large"):
+        lane.cas(key, b"x" * (2 * 1024 * 1024), token, expire=60)
+    # The next exchange is in sync (the refused one's connection is gone).
+    assert lane.gets(key) in ((b"v", token), (None, None))
+    memcached_server.kill()
+    # The idle connection finds the server gone; a new one is refused.
+    with pytest.raises(MemcacheUnexpectedCloseError):
+        lane.gets(key)
+    with pytest.raises(ConnectionRefusedError):
+        lane.gets(key)
+    memcached_server.start()
+    assert lane.gets(key) == (None, None)
+
+
+def test_a_rotation_marks_the_old_record_with_one_cas(request_app, memcached_server):
+    client = request_app().test_client()
+    client.get("/set/a/1")
+    old = client.get_cookie("gosessionid").value  # type: ignore[union-attr]
+    trips = commands(memcached_server, lambda: client.get("/regenerate"))
+    # The load; the forward mark at the version read (one cas, no gets);
+    # then the rotation's own steps: re-read the old record, add the new
+    # one, read it, and store the old one's tombstone.
+    assert trips == {"cmd_get": 3, "get_hits": 3, "cmd_set": 3, "cas_hits": 1}
+    assert client.get_cookie("gosessionid").value != old  # type: ignore[union-attr]
+    assert client.get("/get/a").json["value"] == "1"

@@ -20,15 +20,14 @@ Contract:
   server restarted or dropped an idle client), like the client's own retry
   policy; a timeout is never retried. Any failure mid-exchange discards the
   connection, so a reply can never be read by the wrong command.
-* Idle connections are kept in a deque (``pop``/``append`` are atomic, so
-  threads need no lock); there are at most as many as there were
-  concurrent calls. After ``fork()`` the child starts with none.
+* Idle connections are kept as :mod:`._idle` keeps them: no lock, at most
+  as many as there were concurrent calls, none after ``fork()``.
 """
 from __future__ import annotations
 
-import collections
-import os
 import typing as t
+
+from ._idle import IdleConnections
 
 
 class CommandLane:
@@ -42,26 +41,12 @@ class CommandLane:
     def __init__(self, pool: t.Any) -> None:
         from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
-        self._connection_class = pool.connection_class
-        self._connection_kwargs = dict(pool.connection_kwargs)
-        self._idle: collections.deque[t.Any] = collections.deque()
-        self._pid = os.getpid()
-        # Connections inherited over fork(): kept referenced, never used,
-        # so the child neither writes to nor shuts down the parent's sockets.
-        self._inherited: list[t.Any] = []
+        connection_class = pool.connection_class
+        connection_kwargs = dict(pool.connection_kwargs)
+        self._idle = IdleConnections(lambda: connection_class(**connection_kwargs))
         self._timeout = TimeoutError
         self._connection_error = ConnectionError
         self._error_reply = ResponseError
-
-    def _connection(self) -> t.Any:
-        if self._pid != os.getpid():
-            self._inherited.extend(self._idle)
-            self._idle = collections.deque()
-            self._pid = os.getpid()
-        try:
-            return self._idle.pop()
-        except IndexError:
-            return self._connection_class(**self._connection_kwargs)
 
     def call(self, *args: t.Any) -> t.Any:
         """Send ``args`` as one command and return the parsed reply.
@@ -70,7 +55,7 @@ class CommandLane:
             connection failure that persisted through one retry.
         """
         for attempt in (1, 2):
-            connection = self._connection()
+            connection = self._idle.take()
             try:
                 connection.send_command(*args)
                 reply = connection.read_response()
@@ -83,20 +68,16 @@ class CommandLane:
                     raise
                 continue
             except self._error_reply:
-                self._idle.append(connection)  # the reply was read in full
+                self._idle.put(connection)  # the reply was read in full
                 raise
             except BaseException:
                 connection.disconnect()
                 raise
-            self._idle.append(connection)
+            self._idle.put(connection)
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         """Disconnect every idle connection. The lane stays usable."""
-        while True:
-            try:
-                connection = self._idle.pop()
-            except IndexError:
-                return
+        for connection in self._idle.drain():
             connection.disconnect()

@@ -113,6 +113,12 @@ class Record:
     meta: dict[str, t.Any]
     #: Last access, seconds since the epoch on the manager's clock.
     atime: float
+    #: What the store knows of the stored state this record was read from
+    #: (memcached: its compare-and-swap id and the record as read), or
+    #: ``None``. Opaque to everything but the provider that set it; the
+    #: manager hands it back as :attr:`Change.base` of the request's
+    #: write. Never compared.
+    version: t.Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -135,6 +141,12 @@ class Change:
     #: or nothing is written and the outcome is :attr:`Outcome.CONFLICT`.
     #: Used to consume a one-time token exactly once.
     expect: dict[str, t.Any] = field(default_factory=dict)
+    #: The :attr:`Record.version` of the record this change was made
+    #: against (the request's read), or ``None``. Only a hint: a provider
+    #: may use it to write without reading first while the stored record
+    #: is still at that version, and must otherwise read it as without a
+    #: base, so that the outcome is the same either way.
+    base: t.Any = field(default=None, compare=False, repr=False)
 
 
 class Outcome(enum.Enum):

@@ -22,6 +22,7 @@ and for gunicorn)::
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import typing as t
 
@@ -39,10 +40,9 @@ from flask_gosession import (
     login_user_session,
     revoke_session,
     revoke_user,
+    session_info,
     sessions_of,
 )
-from flask_gosession.ids import is_valid_sid, label, store_key
-from flask_gosession.meta import CREATED, ISSUED
 
 if t.TYPE_CHECKING:
     from flask_gosession.session import ServerSession
@@ -86,26 +86,24 @@ class SessionFacts:
 
 
 def session_facts(app: Flask) -> SessionFacts:
-    """The session's label, ages and countdown, as the response leaves them.
+    """The session's label, ages and countdown, as the response leaves them
+    (:func:`flask_gosession.session_info`, in seconds for the page).
 
     A rotation planned by this request already counts: the label is the
     new id's, and its age starts now.
     """
-    sess = current()
-    manager = app.extensions["gosession"]
-    now = manager.clock()
-    rotating = sess.next_sid is not None
-    sid = sess.next_sid if rotating else sess.sid  # sess.sid gives a new session its id
-    meta = sess.meta
-    created = meta.get(CREATED, now)
-    issued = now if rotating else meta.get(ISSUED, now)
-    after = manager.settings.rotate_after
+    info = session_info()
+    now = app.extensions["gosession"].clock()
+
+    def seconds_until(moment: dt.datetime) -> float:
+        return round(moment.timestamp() - now, 3)  # datetimes keep microseconds
+
     return SessionFacts(
-        label=label(store_key(t.cast(str, sid))),
-        age=max(0.0, now - created),
-        id_age=max(0.0, now - issued),
-        rotates_in=None if after is None else max(0.0, issued + after - now),
-        rotating=rotating,
+        label=info.label,
+        age=max(0.0, -seconds_until(info.created_at)),
+        id_age=max(0.0, -seconds_until(info.issued_at)),
+        rotates_in=None if info.rotates_at is None else max(0.0, seconds_until(info.rotates_at)),
+        rotating=info.rotating,
     )
 
 
@@ -148,12 +146,8 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
         and say so in the fresh session that replaces a revoked one."""
         if request.endpoint == "static":
             return
-        sess = current()
-        sess.ensure_loaded()
-        presented = sess.presented
-        if g.get("gosession_reuse") or (
-            sess.refused and is_valid_sid(presented) and board.take(label(store_key(t.cast(str, presented))))
-        ):
+        refused = session_info().refused_label
+        if g.get("gosession_reuse") or (refused is not None and board.take(refused)):
             flash(REVOKED, "revoked")
 
     @app.get("/")

@@ -4,6 +4,7 @@ Public API::
 
     from flask_gosession import GoSession, rotate_sid, regenerate, destroy
     from flask_gosession import login_user_session, sessions_of, revoke_session, revoke_user
+    from flask_gosession import session_info
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .errors import (
     UserIndexUnsupported,
 )
 from .extension import GoSession
+from .info import SessionInfo, session_info
 from .lifecycle import destroy, regenerate, rotate_sid
 from .manager import Manager
 from .providers.base import Change, Outcome, Provider, Record
@@ -43,6 +45,7 @@ __all__ = [
     "ProviderError",
     "Record",
     "RegistryError",
+    "SessionInfo",
     "SessionLimitReached",
     "TokenError",
     "UserIndexUnsupported",
@@ -56,6 +59,7 @@ __all__ = [
     "revoke_session",
     "revoke_user",
     "rotate_sid",
+    "session_info",
     "sessions_of",
     "token_exempt",
     "unregister",

@@ -19,8 +19,6 @@ import pytest
 from flask import Flask, jsonify, session
 from flask.sessions import SecureCookieSessionInterface
 
-import counting
-from flask_gosession import GoSession
 from flask_gosession.ids import store_key
 from flask_gosession.importing import flask_session as fs
 from flask_gosession.importing import parse_until
@@ -165,9 +163,16 @@ def test_parallel_first_requests_import_a_flask_session_record_once(request):
     Flask-Session cookie alongside its owner, on deploy day, gets a session
     of ours of their own, which "imports once" was meant to prevent."""
     old, new = fs_pair(request)
+
+    @new.get("/slow")
+    def slow() -> t.Any:  # a page that takes a while to render, as real ones do
+        user = session.get("_user_id")
+        time.sleep(0.3)
+        return jsonify(user=user)
+
     value = fs_login(old)
     with serve(new) as port, captured() as seen:
-        results = together([lambda: http(port, "/home", {"session": value}) for _ in range(8)])
+        results = together([lambda: http(port, "/slow", {"session": value}) for _ in range(8)])
     users = [user_of(body) for status, body, _ in results if status == 200]
     assert users.count("ada") == 1, f"{users.count('ada')} requests imported the one record"
     assert len(named(seen, "session_imported")) == 1
@@ -231,7 +236,7 @@ def test_hostile_old_cookies_never_500_and_are_never_adopted(request, cookie_nam
     for config in ({}, signer):
         app = hostile_site(request, cookie_name, **config)
         with serve(app) as port:
-            for value in HOSTILE + [signed([1, 2]), signed({"_user_id": ["x"], "_permanent": "x"})]:
+            for value in [*HOSTILE, signed([1, 2]), signed({"_user_id": ["x"], "_permanent": "x"})]:
                 status, body, setting = http(port, "/home", {"session": value})
                 assert status == 200, (value, status, body[:200])
                 assert user_of(body) in (None, "['x']"), value  # only the app's own signed value
@@ -554,3 +559,80 @@ def test_a_refused_post_never_signs_out_another_device(request):
         assert status in (400, 403)
         status, body, _ = http(port, "/home", {"gosessionid": phone})
         assert status == 200 and user_of(body) == "ada", "a refused request signed out the phone"
+
+
+def test_one_cookie_name_for_both_a_flask_session_id_is_imported_and_replaced(request):
+    """``GOSESSION_COOKIE_NAME = "session"``: a Flask-Session id (43
+    characters, shaped exactly like ours) is first looked up as ours,
+    refused, then imported; our ``Set-Cookie`` replaces it, and the old
+    record is gone."""
+    old, new = fs_pair(request, GOSESSION_COOKIE_NAME="session")
+    value = fs_login(old)
+    client = old.config["SESSION_REDIS"]
+    with serve(new) as port:
+        status, body, setting = http(port, "/home", {"session": value})
+        assert status == 200 and user_of(body) == "ada"
+        ours = setting["session"]
+        assert ours and ours.removesuffix(".p") != value
+        assert not client.exists(new.config["SESSION_KEY_PREFIX"] + value)
+        assert user_of(http(port, "/home", {"session": ours})[1]) == "ada"
+        assert user_of(http(port, "/home", {"session": value})[1]) is None
+
+
+def test_a_session_cookie_stays_a_session_cookie(request):
+    """``permanent`` carries over both ways: a non-permanent Flask session
+    becomes a browser-session cookie of ours (no ``Expires``)."""
+    import http.client
+
+    app = cookie_site(request, "redis")
+    with serve(app) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/home", headers={"Cookie": "session=" + signed({"_user_id": "ada"})})
+        response = conn.getresponse()
+        assert json.loads(response.read())["permanent"] is False
+        ours = [h for h in response.headers.get_all("Set-Cookie") or [] if h.startswith("gosessionid=")]
+        conn.close()
+    assert len(ours) == 1 and "Expires" not in ours[0] and ".p;" not in ours[0]
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
+def test_a_strange_file_in_flask_sessions_directory_is_refused_not_an_outage(request, tmp_path, kind):
+    """HOLE (low: needs a file planted in Flask-Session's directory, or a
+    FIFO/symlink left there by other software). The reader opens the
+    record before checking it is a regular file: a FIFO blocks the worker
+    thread forever (``os.open`` without ``O_NONBLOCK`` waits for a writer),
+    and a symlink (refused by ``O_NOFOLLOW``) is a ``ProviderError``, so a
+    503 on *every* request of that visitor (the old cookie is kept after a
+    503) until the window ends. Either should be refused like any record
+    that is not a session."""
+    import hashlib
+    import os
+    import threading
+
+    directory = tmp_path / "flask_session"
+    directory.mkdir()
+    app = make_site("gosession", {**request.getfixturevalue("backend_file"),
+                                  "SESSION_FILE_DIR": str(directory),
+                                  "GOSESSION_IMPORT_FLASK_SESSION": True, "GOSESSION_GC_INTERVAL": 0})
+    request.addfinalizer(app.extensions["gosession"].close)
+    sid = secrets.token_urlsafe(32)
+    path = directory / hashlib.sha256(f"session:{sid}".encode()).hexdigest()
+    if kind == "symlink":
+        os.symlink("/etc/hostname", path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    result: list[t.Any] = []
+    with serve(app) as port:
+        thread = threading.Thread(target=lambda: result.append(http(port, "/home", {"session": sid})),
+                                  daemon=True)
+        thread.start()
+        thread.join(5)
+        if thread.is_alive():
+            with open(path, "wb"):  # a writer releases the stuck worker, so the server can stop
+                pass
+            thread.join(5)
+            pytest.fail("the request hung on the FIFO")
+    status, body, _ = result[0]
+    assert status == 200 and user_of(body) is None, (status, body[:200])

@@ -274,6 +274,8 @@ class Manager:
         return Cookie.SET if session.reissue else Cookie.KEEP
 
     def _save_new(self, session: ServerSession, now: float) -> Cookie:
+        if session.imported is not None and not session.has_nothing_to_store:
+            t.cast("Importer", self.importer).before_store(session)
         if session.has_nothing_to_store:
             return Cookie.DELETE if session.refused else Cookie.NONE
         sid = session.sid  # gives the session its id

@@ -161,9 +161,13 @@ class Users:
 
     # -- binding --------------------------------------------------------------
 
-    def bind(self, sess: ServerSession, user_id: t.Any) -> None:
+    def bind(self, sess: ServerSession, user_id: t.Any, *, device: str | None = None) -> None:
         """Bind ``sess`` to ``user_id`` and rotate its id (see the module docs).
 
+        :param device: for a new session that already has a fresh id and is
+            about to be stored (an import): bind it without a rotation, as
+            the device named by this handle, so that the parallel requests
+            of one browser count as one device.
         :raises SessionLimitReached: with the ``"refuse"`` policy, when the
             user already has the most sessions allowed; nothing changed.
         """
@@ -171,12 +175,15 @@ class Users:
         manager = self.manager
         sess.ensure_loaded()
         previous_user = sess.meta.get(USER)
-        manager.regenerate(sess)
+        if device is None:
+            manager.regenerate(sess)
         target = sess.next_sid if sess.rotate else sess.sid
         now = manager.clock()
         created = sess.meta.get(CREATED, now)
         same_device = previous_user == user and isinstance(sess.meta.get(HANDLE), str)
-        if same_device:
+        if device is not None:
+            handle = device
+        elif same_device:
             handle = sess.meta[HANDLE]
         else:
             # Derived from the id being left, so that a login form submitted

@@ -43,7 +43,9 @@ plus one for the counter, once per migrated visitor.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import logging
 import threading
 import time
@@ -55,6 +57,7 @@ from ..errors import ConfigError, ProviderError, SessionLimitReached
 from ..ids import label
 from ..meta import CREATED, PERMANENT
 from ..session import cookie_value
+from ..users import handle_for
 
 if t.TYPE_CHECKING:
     from flask import Flask, Request, Response
@@ -113,6 +116,12 @@ class Imported:
     created: float
     #: The Flask-Session id whose record is deleted once ours is stored.
     legacy_sid: str | None = None
+    #: Flask-Login's user, to bind the session to when it is stored (with
+    #: the Flask-Login integration), or ``None``.
+    user: str | None = None
+    #: The device handle of that binding: derived from the old cookie, so
+    #: the parallel first requests of one browser are one device.
+    device: str = ""
 
 
 def parse_until(value: t.Any) -> float | None:
@@ -234,7 +243,8 @@ class Importer:
             return
         imported = self._read(value, now)
         if imported is not None and self._storable(imported):
-            self._adopt(session, imported)
+            self._adopt(session, dataclasses.replace(imported, device=handle_for(
+                hashlib.sha256(b"gosession-import\x00" + value.encode()).hexdigest())))
 
     def _read(self, value: str, now: float) -> Imported | None:
         absolute = self.manager.settings.absolute_lifetime
@@ -282,22 +292,33 @@ class Importer:
     def _adopt(self, session: ServerSession, imported: Imported) -> None:
         data = dict(imported.data)
         permanent = bool(data.pop(FLASK_PERMANENT, False))
-        session.take_imported(data, {CREATED: imported.created, PERMANENT: True if permanent else None},
-                              imported)
         user = data.get(FLASK_LOGIN_USER)
         if self.manager.settings.flask_login and isinstance(user, (str, int)) \
                 and not isinstance(user, bool):
-            try:
-                self.manager.users.bind(session, user)
-            except SessionLimitReached:
-                # The "refuse" policy: this browser is signed out, as a new
-                # login would be refused.
-                from ..integrations.flask_login import LOGIN_KEYS
+            imported = dataclasses.replace(imported, user=str(user))
+        session.take_imported(data, {CREATED: imported.created, PERMANENT: True if permanent else None},
+                              imported)
 
-                for key in LOGIN_KEYS:
-                    dict.pop(session, key, None)
-            except (TypeError, ValueError):
-                pass  # not a user id the index can take: imported unbound
+    def before_store(self, session: ServerSession) -> None:
+        """Just before an imported session is first stored: bind it to its
+        Flask-Login user (with the integration on), as the device of the old
+        cookie, without a rotation (its id is new). Not at load time: a
+        request that is then refused (a token check) or that signs out binds
+        nobody. Under the ``"refuse"`` limit, the login is dropped instead.
+        """
+        imported = t.cast(Imported, session.imported)
+        user = imported.user
+        if user is None or dict.get(session, FLASK_LOGIN_USER) != user:
+            return  # no login to bind, or it was signed out meanwhile
+        try:
+            self.manager.users.bind(session, user, device=imported.device)
+        except SessionLimitReached:
+            from ..integrations.flask_login import LOGIN_KEYS
+
+            for key in LOGIN_KEYS:
+                dict.pop(session, key, None)
+        except (TypeError, ValueError):
+            pass  # not a user id the index takes: stored unbound
 
     def _refuse(self, reason: str) -> None:
         """Count a refused record, and warn at most once a minute (whatever

@@ -29,6 +29,10 @@ import typing as t
 
 #: The longest integer (``LONG1``/``LONG4``) accepted, in bytes.
 MAX_LONG_BYTES = 64
+#: The most bytes of strings and bytes the result may hold, counting every
+#: memo fetch again (a 2-byte ``BINGET`` repeats a string without its
+#: bytes: a small record must not decode, then serialize, into gigabytes).
+MAX_EXPANDED = 4 * 1024 * 1024
 
 
 class Malformed(ValueError):
@@ -93,6 +97,13 @@ class _Reader:
         self.pos = 0
         self.stack: list[t.Any] = []
         self.memo: dict[int, t.Any] = {}
+        self.expanded = 0
+
+    def grow(self, size: int) -> None:
+        """Count ``size`` more bytes of strings into the result."""
+        self.expanded += size
+        if self.expanded > MAX_EXPANDED:
+            raise Malformed("the record expands past its size limit")
 
     def take(self, size: int) -> memoryview:
         end = self.pos + size
@@ -142,6 +153,7 @@ class _Reader:
             if kind == "long" and size > MAX_LONG_BYTES:
                 raise Malformed("integer too long")
             raw = bytes(self.take(size))
+            self.grow(size)
             if kind == "str":
                 try:
                     stack.append(raw.decode("utf-8", "surrogatepass"))
@@ -191,6 +203,7 @@ class _Reader:
             value = self.memo.get(arg, _MARK)
             if value is _MARK:
                 raise Malformed("memo key missing, or names a container")
+            self.grow(len(value) if isinstance(value, (str, bytes)) else MAX_LONG_BYTES)
             self.stack.append(value)
         else:
             self.stack.append(arg)

@@ -60,6 +60,7 @@ maps its own.
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
 import os
 import re
@@ -245,7 +246,18 @@ def check_supported(app: Flask, provider: Provider) -> None:
             "as ours: use the redis, memcached, sql or file provider (Flask-Session's in-process "
             f"cache does not outlive a restart), not {type(provider).__name__}"
         )
-    _store_key(app, "x" * 43)  # SESSION_KEY_PREFIX must be a string
+    theirs = _store_key(app, "")  # SESSION_KEY_PREFIX, checked to be a string
+    ours = getattr(provider, "key_prefix", None)
+    if _kind(provider) in ("redis", "memcached") and isinstance(ours, str) and (
+            ours.startswith(theirs) or theirs.startswith(ours)):
+        # Our keys (64 hex digits after our prefix) would then be readable
+        # as Flask-Session ids: a key from a store dump, presented as the
+        # old cookie, would import the session it names.
+        raise ConfigError(
+            f"GOSESSION_KEY_PREFIX ({ours!r}) and Flask-Session's SESSION_KEY_PREFIX "
+            f"({theirs!r}) must not overlap (neither may start with the other): give "
+            "flask-gosession a prefix of its own, such as 'gosession:'"
+        )
 
 
 def _kind(provider: Provider) -> str | None:
@@ -303,10 +315,17 @@ def _file_error(action: str, err: OSError) -> ProviderError:
 
 def _fetch_file(path: str, now: float) -> LegacyRecord | None:
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: a FIFO planted under a record's name must not hang the
+        # worker (the regular-file check below then refuses it).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return None
     except OSError as err:
+        if err.errno in (errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENXIO, errno.EISDIR):
+            # A symlink, a file we may not read, a socket or a directory where
+            # a record would be: not a session, and not an outage either.
+            raise LegacyRefused("undecodable") from None
         raise _file_error("read", err) from err
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

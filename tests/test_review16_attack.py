@@ -609,3 +609,61 @@ def test_store_latency_and_record_size_survive_multiprocess_mode(tmp_path):
     assert "gosession_sessions_created_total" in names  # the mode works for counters
     missing = {"gosession_store_latency_seconds_count", "gosession_record_size_bytes_count"} - names
     assert not missing, f"absent under multiprocess mode: {sorted(missing)}"
+
+
+def _after_fork_statuses(app: t.Any, sids: list[str], rounds: int) -> list[tuple[int, str]]:
+    """What one preforked worker sees: each of ``sids`` read ``rounds``
+    times, with a new session stored between reads (a pooled ``set``)."""
+    client = app.test_client()
+    seen = []
+    for _ in range(rounds):
+        for n, sid in enumerate(sids):
+            client.set_cookie("gosessionid", sid)
+            response = client.get("/get/a")
+            got = response.json["value"] if response.status_code == 200 else None
+            seen.append((response.status_code, "ok" if got == str(n) else f"{got!r} for {n}"))
+            client.delete_cookie("gosessionid")
+            seen.append((client.get("/set/b/1").status_code, "ok"))
+    return seen
+
+
+def test_connections_made_before_a_fork_are_never_shared_by_the_workers(build, running):
+    """HOLE: a worker forked after the app used memcached (gunicorn
+    ``--preload`` with a warm-up, any pre-fork request) shares the parent's
+    pooled sockets. The lane starts afresh after ``fork()`` (``_idle.py``),
+    but the ``HashClient``'s pools (every command on two servers) and the
+    ``PooledClient``'s (``set``/``add``/``delete`` on one server) do not:
+    one worker reads the reply meant for the other, so a request on a
+    healthy server times out (a 503; on the pair also a session read as
+    missing). At provider level pymemcache also raised a raw ``KeyError``
+    naming the other process's full store key (a 500, and a full key in the
+    log); swapped ``STORED``/``EXISTS`` replies of two ``cas`` could lose a
+    write or accept a one-time token twice."""
+    import os
+
+    app = build(*running, GOSESSION_MEMCACHED_TIMEOUT=0.5)
+    client = app.test_client()
+    sids = []
+    for n in range(12):
+        client.delete_cookie("gosessionid")
+        client.get(f"/set/a/{n}")
+        sids.append(t.cast(str, client.get_cookie("gosessionid").value))  # type: ignore[union-attr]
+    _after_fork_statuses(app, sids, 1)  # the pools hold connections now
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child worker: report and leave at once
+        try:
+            os.close(read_end)
+            result = json.dumps(_after_fork_statuses(app, sids, 30)).encode()
+        except BaseException as err:  # reported to the parent
+            result = json.dumps([[0, repr(err)]]).encode()
+        with os.fdopen(write_end, "wb") as out:
+            out.write(result)
+        os._exit(0)
+    os.close(write_end)
+    mine = _after_fork_statuses(app, sids, 30)
+    with os.fdopen(read_end, "rb") as pipe:
+        child = [tuple(pair) for pair in json.loads(pipe.read() or b"[]")]
+    os.waitpid(pid, 0)
+    bad = [seen for seen in mine + child if seen != (200, "ok")]
+    assert len(child) == len(mine) and not bad, f"{len(bad)} bad of {len(mine) * 2}: {bad[:5]}"

@@ -210,7 +210,7 @@ def test_a_scripted_session_life_counts_every_event_exactly(app, clock, backend_
     assert by("kind", errors) == dict.fromkeys(metrics.ERROR_KINDS, 0.0)
     active = values(samples, "gosession_active_sessions")
     if backend_name == "memory":
-        assert active == {frozenset({("provider", "memory")}): provider.session_count()}
+        assert active == {frozenset({("provider", "memory")}): provider.live_session_count()}
     else:
         assert active == {}
 

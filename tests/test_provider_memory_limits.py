@@ -11,7 +11,7 @@ from flask import Flask
 
 from clock import FakeClock
 from flask_gosession.errors import ConfigError, RecordTooLarge
-from flask_gosession.providers.base import Change, Outcome, Record
+from flask_gosession.providers.base import DEAD_FIELD, FORWARD_FIELD, Change, Outcome, Record
 from flask_gosession.providers.memory import EVICTION_WARNING_INTERVAL, MemoryProvider
 
 
@@ -166,3 +166,52 @@ def test_record_size_cap_defaults_to_one_mib_and_none_disables_it():
     now = prov.clock()
     prov.session_init(key_of(1), rec(now, big="x" * (2 << 20)))
     assert len(prov.session_read(key_of(1), now).data["big"]) == 2 << 20
+
+
+# -- the live count (the active-sessions gauge) -------------------------------------------
+
+
+def test_the_live_count_leaves_out_forward_stubs_and_tombstones_on_every_path():
+    """``live_session_count`` is the records that are neither a forward stub
+    nor a tombstone, kept right by every write and removal: an update that
+    marks a record, an init that replaces a stub, destroy, eviction,
+    garbage collection and clear. ``session_count`` stays every record."""
+    prov = build(GOSESSION_MEMORY_MAX_SESSIONS=6)
+    now = prov.clock()
+    for n in range(6):
+        prov.session_init(key_of(n), rec(now, n=n))
+    assert (prov.session_count(), prov.live_session_count()) == (6, 6)
+    assert prov.session_update(key_of(0), Change(meta={FORWARD_FIELD: "to"}, atime=now)) \
+        is Outcome.APPLIED
+    assert prov.session_update(key_of(1), Change(meta={DEAD_FIELD: 1}, atime=now)) \
+        is Outcome.APPLIED
+    # Refused changes to a stub change nothing.
+    assert prov.session_update(key_of(1), Change(set={"x": 1}, atime=now)) is Outcome.MISSING
+    assert not prov.session_create(key_of(0), rec(now))
+    assert (prov.session_count(), prov.live_session_count()) == (6, 4)
+    prov.session_init(key_of(2), Record({}, {FORWARD_FIELD: "to"}, now))  # a stub written whole
+    prov.session_init(key_of(0), rec(now))  # a stub replaced by a live record
+    assert (prov.session_count(), prov.live_session_count()) == (6, 4)
+    prov.session_destroy(key_of(1))  # a tombstone removed
+    prov.session_destroy(key_of(3))  # a live record removed
+    assert (prov.session_count(), prov.live_session_count()) == (4, 3)
+    # Eviction: the stub (2) is now the least recently used of four; three
+    # new records past the cap of 6 push it out.
+    for n in (4, 5, 0):
+        prov.session_read(key_of(n), now)
+    for n in (6, 7, 8):
+        prov.session_init(key_of(n), rec(now, n=n))
+    assert prov.session_read(key_of(2), now) is None
+    assert (prov.session_count(), prov.live_session_count()) == (6, 6)
+    # Garbage collection of stubs and live records alike.
+    prov.session_update(key_of(6), Change(meta={FORWARD_FIELD: "to"}, atime=now))
+    assert prov.live_session_count() == 5
+    t.cast(FakeClock, prov.clock).advance(1000)
+    assert prov.session_gc(500) == 6
+    assert (prov.session_count(), prov.live_session_count()) == (0, 0)
+    # Clear.
+    prov.session_init(key_of(9), Record({}, {DEAD_FIELD: 1}, now))
+    prov.session_init(key_of(10), rec(now))
+    assert (prov.session_count(), prov.live_session_count()) == (2, 1)
+    assert prov.session_clear() == 2
+    assert (prov.session_count(), prov.live_session_count()) == (0, 0)

@@ -544,13 +544,15 @@ def test_metrics_off_adds_nothing_to_the_request_path(build, memcached_server):
 
 
 def test_the_active_sessions_gauge_counts_only_live_sessions(tmp_path):
-    """HOLE: ``gosession_active_sessions`` counts every record of the memory
-    store, including what a privilege rotation leaves behind (the old id's
-    forward, kept until idle expiry) and what survives a logout: one
-    session that logged in twice and then logged out shows as 2 active
-    sessions (memory.py ``session_count`` is ``len(self._entries)``). The
-    gauge named "active sessions" grows by one per login and never shows
-    zero after everyone logged out, until idle expiry."""
+    """Found by the review (fixed: the gauge reads the memory store's
+    ``live_session_count``, records minus the forward stubs and tombstones
+    it tracks on every write, O(1)): ``gosession_active_sessions`` counted
+    every record of the memory store, including what a privilege rotation
+    leaves behind (the old id's forward, kept until idle expiry) and what
+    survives a logout: one session that logged in twice and then logged out
+    showed as 2 active sessions. The gauge named "active sessions" grew by
+    one per login and never showed zero after everyone logged out, until
+    idle expiry."""
     app = make_app({"GOSESSION_PROVIDER": "memory"}, FakeClock(), str(tmp_path / "instance"))
     registry = with_metrics(app)
 
@@ -585,14 +587,16 @@ sys.stdout.write(generate_latest(registry).decode())
 
 
 def test_store_latency_and_record_size_survive_multiprocess_mode(tmp_path):
-    """HOLE: under ``prometheus_client``'s multiprocess mode (gunicorn
-    workers: ``PROMETHEUS_MULTIPROC_DIR`` and a ``MultiProcessCollector``,
-    as prometheus_flask_exporter's ``GunicornPrometheusMetrics`` serves
-    them) the counters appear but ``gosession_store_latency_seconds`` and
-    ``gosession_record_size_bytes`` vanish: they are custom collectors
-    (metrics._Histogram) registered in one process's registry, never written
-    to the shared files. The issue's own deployment (gunicorn, 4 workers)
-    has no store latency at all."""
+    """Found by the review (fixed: with a multiprocess directory set at
+    install time the two histograms are ``prometheus_client.Histogram``
+    objects, written to the shared files): under ``prometheus_client``'s
+    multiprocess mode (gunicorn workers: ``PROMETHEUS_MULTIPROC_DIR`` and a
+    ``MultiProcessCollector``, as prometheus_flask_exporter's
+    ``GunicornPrometheusMetrics`` serves them) the counters appeared but
+    ``gosession_store_latency_seconds`` and ``gosession_record_size_bytes``
+    vanished: they were custom collectors (metrics._Histogram) registered in
+    one process's registry, never written to the shared files. The issue's
+    own deployment (gunicorn, 4 workers) had no store latency at all."""
     import os
     import subprocess
     import sys
@@ -609,6 +613,13 @@ def test_store_latency_and_record_size_survive_multiprocess_mode(tmp_path):
     assert "gosession_sessions_created_total" in names  # the mode works for counters
     missing = {"gosession_store_latency_seconds_count", "gosession_record_size_bytes_count"} - names
     assert not missing, f"absent under multiprocess mode: {sorted(missing)}"
+    # The right values: one create (an init), one read, one record sized.
+    for sample in ('gosession_store_latency_seconds_count{operation="init",provider="memory"} 1.0',
+                   'gosession_store_latency_seconds_count{operation="read",provider="memory"} 1.0',
+                   'gosession_record_size_bytes_count{provider="memory"} 1.0'):
+        assert sample in done.stdout.splitlines(), sample
+    # As documented: the per-process gauge is not in the shared files.
+    assert "gosession_active_sessions" not in names
 
 
 def _after_fork_statuses(app: t.Any, sids: list[str], rounds: int) -> list[tuple[int, str]]:

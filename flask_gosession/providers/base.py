@@ -238,9 +238,9 @@ class Provider(abc.ABC):
     #: documentation's configuration table is built from it; a provider
     #: whose keys should appear there describes each of them.
     config_descriptions: t.ClassVar[t.Mapping[str, str]] = {}
-    #: ``True`` when :meth:`session_count` is cheap enough to call on every
-    #: metrics scrape (no scan of the store): the ``memory`` store. Only
-    #: such stores get the ``gosession_active_sessions`` gauge.
+    #: ``True`` when :meth:`live_session_count` answers cheaply enough to
+    #: call on every metrics scrape (no scan of the store): the ``memory``
+    #: store. Only such stores get the ``gosession_active_sessions`` gauge.
     cheap_count: t.ClassVar[bool] = False
 
     #: Time source, seconds since the epoch. Set by the manager.
@@ -392,6 +392,13 @@ class Provider(abc.ABC):
 
     def session_count(self) -> int | None:
         """How many records are stored, or ``None`` if the store cannot tell."""
+        return None
+
+    def live_session_count(self) -> int | None:
+        """How many *live* sessions are stored: records that are neither
+        forward stubs left by a rotation (:data:`FORWARD_FIELD`) nor
+        tombstones (:data:`DEAD_FIELD`); ``None`` if the store cannot tell
+        without a scan. A store that answers sets :attr:`cheap_count`."""
         return None
 
     # -- event counters (``flask gosession stats``) -------------------------

@@ -35,7 +35,7 @@ from ._limits import (
     positive_int,
     record_cap,
 )
-from .base import Change, Outcome, Provider, Record
+from .base import DEAD_FIELD, FORWARD_FIELD, Change, Outcome, Provider, Record
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -87,6 +87,15 @@ class MemoryProvider(Provider):
     used entry from the front in O(1). Keys are kept as 32-byte digests to
     halve their memory.
 
+    :meth:`session_count` is every record held; :meth:`live_session_count`
+    (the ``gosession_active_sessions`` gauge) only the live ones: neither
+    rotated away (a forward stub, :data:`FORWARD_FIELD`) nor being
+    destroyed (a tombstone, :data:`DEAD_FIELD`). The store keeps the set of
+    such stubs beside the dict, updated under its lock on every write and
+    removal (O(1) each), so the live count is ``len(entries) - len(stubs)``,
+    never a scan. A record past its idle lifetime still counts until
+    :meth:`session_gc` (or eviction) removes it.
+
     :param max_sessions: the most records held (default 100,000); past it,
         each new record evicts the least recently used one. ``None`` for no
         limit.
@@ -96,12 +105,15 @@ class MemoryProvider(Provider):
 
     touches_on_read = True
     process_local = True
-    cheap_count = True  # len() of a dict
+    cheap_count = True  # two len()s
 
     def __init__(self, *, max_sessions: int | None = DEFAULT_MAX_SESSIONS,
                  max_record_size: int | None = None) -> None:
         #: digest -> (atime, blob), least recently accessed first.
         self._entries: OrderedDict[bytes, tuple[float, bytes]] = OrderedDict()
+        #: The digests of :attr:`_entries` that are not live sessions
+        #: (forward stubs, tombstones); always a subset of its keys.
+        self._stubs: set[bytes] = set()
         #: user key -> (expiry, index blob); never evicted: an index is small
         #: and dropping one would hide live sessions from revocation.
         self._indexes: dict[str, tuple[float, bytes]] = {}
@@ -178,14 +190,24 @@ class MemoryProvider(Provider):
                 return False
             entries[digest] = (record.atime, blob)
             entries.move_to_end(digest)
+            self._classify(digest, record)
             limit = self.max_sessions
             if limit is not None:
                 while len(entries) > limit:
-                    entries.popitem(last=False)
+                    self._stubs.discard(entries.popitem(last=False)[0])
                     evicted += 1
         if evicted:
             self._evicted_some(evicted)
         return True
+
+    def _classify(self, digest: bytes, record: Record) -> None:
+        """Note whether the record just stored under ``digest`` is a live
+        session (call under the lock)."""
+        meta = record.meta
+        if FORWARD_FIELD in meta or DEAD_FIELD in meta:
+            self._stubs.add(digest)
+        else:
+            self._stubs.discard(digest)
 
     def _evicted_some(self, count: int) -> None:
         """Count evictions; warn at most once per :data:`EVICTION_WARNING_INTERVAL`."""
@@ -224,6 +246,7 @@ class MemoryProvider(Provider):
             if outcome is Outcome.APPLIED:
                 self._entries[digest] = (record.atime, self.pack_checked(key, record))
                 self._entries.move_to_end(digest)
+                self._classify(digest, record)
             return outcome
 
     def session_touch(self, key: str, atime: float) -> None:
@@ -235,8 +258,10 @@ class MemoryProvider(Provider):
                 self._entries.move_to_end(digest)
 
     def session_destroy(self, key: str) -> None:
+        digest = bytes.fromhex(key)
         with self._lock:
-            self._entries.pop(bytes.fromhex(key), None)
+            self._entries.pop(digest, None)
+            self._stubs.discard(digest)
 
     def session_gc(self, max_lifetime: int) -> int:
         self.index_gc(self.clock())
@@ -249,11 +274,18 @@ class MemoryProvider(Provider):
                 if atime > deadline:
                     break
                 del entries[digest]
+                self._stubs.discard(digest)
                 removed += 1
         return removed
 
     def session_count(self) -> int:
         return len(self._entries)
+
+    def live_session_count(self) -> int:
+        """Records that are neither forward stubs nor tombstones (see the
+        class docstring); O(1)."""
+        with self._lock:
+            return len(self._entries) - len(self._stubs)
 
     counts_events = True
 
@@ -269,6 +301,7 @@ class MemoryProvider(Provider):
         with self._lock:
             count = len(self._entries)
             self._entries.clear()
+            self._stubs.clear()
             self._indexes.clear()
             self._events.clear()
         return count

@@ -110,3 +110,22 @@ def together(calls: list[t.Callable[[], t.Any]], timeout: float = 60) -> list[t.
         thread.join(timeout)
     assert not any(thread.is_alive() for thread in threads), "requests did not finish"
     return results
+
+
+def overlapping(server: t.Any, calls: list[t.Callable[[], t.Any]]) -> list[t.Any]:
+    """Run ``calls`` at once while ``server`` is paused, so that each one
+    holds its own connection (none is handed back until the server answers),
+    then let the server answer them all."""
+    results: list[t.Any] = []
+    server.pause()
+    runner = threading.Thread(target=lambda: results.extend(together(calls)))
+    try:
+        runner.start()
+        # Every call is waiting on the paused server once each has sent its
+        # command; the connect itself completes in the kernel.
+        runner.join(0.4)
+    finally:
+        server.resume()
+    runner.join(30)
+    assert not runner.is_alive()
+    return results

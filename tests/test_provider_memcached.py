@@ -26,7 +26,7 @@ from flask_gosession.errors import ConfigError, CorruptRecordError, ProviderErro
 from flask_gosession.providers._memcached_lane import CasLane
 from flask_gosession.providers.base import DEAD_FIELD, FORWARD_FIELD, Change, Outcome, Record
 from flask_gosession.providers.memcached import MemcachedProvider
-from helpers import concurrent_writers
+from helpers import concurrent_writers, overlapping
 
 
 def new_key() -> str:
@@ -496,6 +496,38 @@ def test_restart_between_calls_is_invisible(make, memcached_server):
     assert prov.session_read(key, now) is None  # no error: a fresh connection
     prov.session_init(key, rec(now, a=2))
     assert prov.session_read(key, now).data == {"a": 2}
+
+
+@pytest.mark.parametrize("count", [1, 2], ids=["one", "pair"])
+def test_many_stale_connections_then_a_dead_server_fail_fast_and_recover(
+        make, memcached_server, memcached_pair, count):
+    """With an idle connection per past concurrent call (the lane's and the
+    pools'), a server that is down fails each call at once with
+    ProviderError (the stale connections are dropped, the one retry is
+    refused), and every call once it is back succeeds: no stale one is
+    left for them."""
+    running = [memcached_server] if count == 1 else memcached_pair
+    prov = make(**config_for(*running, GOSESSION_MEMCACHED_TIMEOUT=1.0))
+    now = prov.clock()
+    keys = [new_key() for _ in range(8)]
+    for victim in running:
+        overlapping(victim, [lambda key=key: prov.session_init(key, rec(now, a=1)) for key in keys])
+        overlapping(victim, [lambda key=key: prov.session_read(key, now) for key in keys])
+    for victim in running:
+        victim.kill()
+    for key in keys[:count]:  # a key on each server, ideally; at least one down
+        started = time.monotonic()
+        with pytest.raises(ProviderError):
+            prov.session_read(key, now)
+        with pytest.raises(ProviderError):
+            prov.session_init(key, rec(now))
+        assert time.monotonic() - started < 0.5
+    for victim in running:
+        victim.start()  # same port, empty
+    for key in keys:
+        assert prov.session_read(key, now) is None
+        prov.session_init(key, rec(now, a=2))
+        assert prov.session_read(key, now).data == {"a": 2}
 
 
 def test_hung_server_times_out_within_the_timeout(make, memcached_server):

@@ -23,7 +23,7 @@ from clock import FakeClock
 from flask_gosession.errors import ConfigError, CorruptRecordError, ProviderError, RecordTooLarge
 from flask_gosession.providers.base import FORWARD_FIELD, Change, Outcome, Record
 from flask_gosession.providers.redis import RedisProvider
-from helpers import concurrent_writers
+from helpers import concurrent_writers, overlapping
 
 
 def new_key() -> str:
@@ -439,26 +439,30 @@ def test_fast_lane_replaces_a_connection_the_server_closed(make, redis_shared_se
 
 
 def test_forked_child_never_shares_the_parents_connections(make, redis_shared_server):
+    """Neither the lane's idle connections nor redis-py's own pool (``SCAN``,
+    counters, script loading; its pid check resets it) reach a child."""
     prov = make(GOSESSION_REDIS_URL=redis_shared_server.url, GOSESSION_KEY_PREFIX=unique_prefix())
     key, now = new_key(), prov.clock()
     prov.session_init(key, rec(now, a=1))
-    parent_id = prov._send("CLIENT", "ID")
+    parent_id, pooled_id = prov._send("CLIENT", "ID"), prov.client.client_id()
     assert prov._send("CLIENT", "ID") == parent_id  # the idle connection is reused
+    assert prov.client.client_id() == pooled_id  # and the pooled one
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: report its connection and what it read, then leave
+    if pid == 0:  # the child: report its connections and what it read, then leave
         try:
-            child_id = prov._send("CLIENT", "ID")
+            child_id, child_pooled = prov._send("CLIENT", "ID"), prov.client.client_id()
             data = prov.session_read(key, now).data
-            os.write(write_end, f"{child_id} {data['a']}".encode())
+            os.write(write_end, f"{child_id} {child_pooled} {data['a']} {prov.session_count()}".encode())
         finally:
             os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end) as pipe:
-        child_id, value = pipe.read().split()
+        child_id, child_pooled, value, count = pipe.read().split()
     os.waitpid(pid, 0)
-    assert int(child_id) != parent_id and value == "1"
-    assert prov._send("CLIENT", "ID") == parent_id
+    assert {int(child_id), int(child_pooled)}.isdisjoint({parent_id, pooled_id})
+    assert value == "1" and count == "1"
+    assert prov._send("CLIENT", "ID") == parent_id and prov.client.client_id() == pooled_id
     assert prov.session_read(key, now).data == {"a": 1}
 
 
@@ -488,6 +492,24 @@ def test_dead_server_raises_fast_and_restart_recovers(make, redis_server):
     assert prov.session_read(key, now) is None
     prov.session_init(key, rec(now, a=3))
     assert prov.session_read(key, now).data == {"a": 3}
+
+
+def test_restart_with_many_idle_connections_is_invisible(make, redis_server):
+    """After a restart, the lane's idle connections (one per past
+    concurrent call) and the pool's are all closed at the server's end;
+    the next calls still succeed, not just the first."""
+    prov = make(GOSESSION_REDIS_URL=redis_server.url, GOSESSION_REDIS_TIMEOUT=5.0)
+    key, now = new_key(), prov.clock()
+    prov.session_init(key, rec(now, a=1))
+    reads = overlapping(redis_server, [lambda: prov.session_read(key, now).data] * 8)
+    counts = overlapping(redis_server, [prov.session_count] * 8)
+    assert reads == [{"a": 1}] * 8 and counts == [1] * 8
+    assert len(prov._lane._idle._idle) >= 6  # one per overlapping call
+    redis_server.restart()  # same port, empty
+    for n in range(4):
+        prov.session_init(key, rec(now, a=n))
+        assert prov.session_read(key, now).data == {"a": n}
+        assert prov.session_count() == 1
 
 
 def test_hung_server_times_out_within_the_timeout(make, redis_server):

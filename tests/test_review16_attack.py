@@ -26,7 +26,7 @@ from backends.memcached import unique_prefix
 from clock import FakeClock
 from flask_gosession import metrics
 from flask_gosession.ids import store_key
-from helpers import live_record, together, token_and_cookie
+from helpers import live_record, overlapping, together, token_and_cookie
 from liveserver import request, serve
 
 prometheus_client = pytest.importorskip("prometheus_client")
@@ -92,36 +92,19 @@ def value_of(port: int, sid: str, key: str) -> t.Any:
     return json.loads(body)["value"]
 
 
-def overlapping(server: servers.ServerProcess, calls: list[t.Callable[[], t.Any]]) -> list[t.Any]:
-    """Run ``calls`` at once while ``server`` is paused, so that each one
-    holds its own connection (none is handed back until the server answers),
-    then let the server answer them all."""
-    results: list[t.Any] = []
-    server.pause()
-    runner = threading.Thread(target=lambda: results.extend(together(calls)))
-    try:
-        runner.start()
-        # Every call is waiting on the paused server once each has sent its
-        # command; the connect itself completes in the kernel.
-        runner.join(0.4)
-    finally:
-        server.resume()
-    runner.join(30)
-    assert not runner.is_alive()
-    return results
-
-
 # -- the fast lane and the pools after a restart ------------------------------------------
 
 
 def test_restart_with_many_idle_lane_connections_is_invisible(build, memcached_server):
-    """HOLE: after memcached restarts, requests fail with 503 although the
-    server is back: the lane keeps one idle connection per past concurrent
-    call, all of them closed by the old server, and the provider's single
-    retry takes the next stale one from the deque, not a fresh connection
-    (memcached.py module docs: "retried once on a fresh connection";
+    """Found by the review (fixed: a stale connection drops every idle one,
+    the lane's and the pools', before the one retry). After memcached
+    restarts, requests failed with 503 although the server was back: the
+    lane kept one idle connection per past concurrent call, all of them
+    closed by the old server, and the provider's single retry took the next
+    stale one from the deque, not a fresh connection (memcached.py module
+    docs: "retried once on a fresh connection";
     test_restart_between_calls_is_invisible only has one idle connection).
-    With N idle connections the first N/2 requests after the restart are
+    With N idle connections the first N/2 requests after the restart were
     503s, on every worker thread's provider."""
     app = build(memcached_server)
     with serve(app) as port:
@@ -136,7 +119,8 @@ def test_restart_with_many_idle_lane_connections_is_invisible(build, memcached_s
 
 
 def test_restart_with_many_idle_pooled_connections_is_invisible(build, memcached_server):
-    """HOLE: the same for the ``PooledClient``'s own pool (``set``, ``add``,
+    """Found by the review (fixed: as above). The same for the
+    ``PooledClient``'s own pool (``set``, ``add``,
     ``delete``): new sessions stored by overlapping requests leave one pooled
     connection each; after a restart the single retry takes another stale
     one, so creating a session is a 503 while the server is up."""
@@ -150,9 +134,10 @@ def test_restart_with_many_idle_pooled_connections_is_invisible(build, memcached
 
 
 def test_a_pair_restart_with_many_idle_connections_is_invisible(build, memcached_pair):
-    """HOLE: the same on two servers (``HashClient`` with pooling): a
-    restarted server's stale pooled connections make its sessions 503s
-    after it is back."""
+    """Found by the review (fixed: every server's idle connections are
+    dropped). The same on two servers (``HashClient`` with pooling): a
+    restarted server's stale pooled connections made its sessions 503s
+    after it was back."""
     app = build(*memcached_pair)
     with serve(app) as port:
         sids = [new_session(port, a=str(n)) for n in range(8)]
@@ -174,8 +159,8 @@ def test_killed_server_is_a_503_then_recovers_without_a_restart_of_the_app(build
         statuses = together([lambda: request(port, "/get/a", sid)[0]] * 10)
         assert statuses == [503] * 10
         memcached_server.start()
-        # A stale connection or two may still be met (see the HOLE above):
-        # the app recovers by itself within a few requests.
+        # The failed calls left no connection behind: the app recovers by
+        # itself within a few requests.
         seen = [request(port, "/set/b/2")[0] for _ in range(12)]
         assert 500 not in seen and seen[-4:] == [200] * 4
 
@@ -639,7 +624,9 @@ def _after_fork_statuses(app: t.Any, sids: list[str], rounds: int) -> list[tuple
 
 
 def test_connections_made_before_a_fork_are_never_shared_by_the_workers(build, running):
-    """HOLE: a worker forked after the app used memcached (gunicorn
+    """Found by the review (fixed: an ``os.register_at_fork`` hook empties
+    the child's pools, ``_memcached_pools.forget_inherited``). A worker
+    forked after the app used memcached (gunicorn
     ``--preload`` with a warm-up, any pre-fork request) shares the parent's
     pooled sockets. The lane starts afresh after ``fork()`` (``_idle.py``),
     but the ``HashClient``'s pools (every command on two servers) and the

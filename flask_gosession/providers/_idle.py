@@ -42,7 +42,10 @@ class IdleConnections:
         self._idle.append(connection)
 
     def drain(self) -> t.Iterator[t.Any]:
-        """Remove and yield every idle connection (to close them)."""
+        """Remove and yield every idle connection of this process (to close
+        them); none in a child that has not taken one yet."""
+        if self._pid != os.getpid():
+            return
         while True:
             try:
                 yield self._idle.pop()

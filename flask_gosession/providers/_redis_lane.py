@@ -18,7 +18,8 @@ Contract:
   the connection is reused: the exchange completed.
 * A connection error is retried once at once on a new connection (the
   server restarted or dropped an idle client), like the client's own retry
-  policy; a timeout is never retried. Any failure mid-exchange discards the
+  policy; every idle connection is disconnected first, since after a
+  restart all of them are stale. A timeout is never retried. Any failure mid-exchange discards the
   connection, so a reply can never be read by the wrong command.
 * Idle connections are kept as :mod:`._idle` keeps them: no lock, at most
   as many as there were concurrent calls, none after ``fork()``.
@@ -66,6 +67,7 @@ class CommandLane:
                 connection.disconnect()
                 if attempt == 2:
                     raise
+                self.close()  # the other idle ones are as stale: retry on a new one
                 continue
             except self._error_reply:
                 self._idle.put(connection)  # the reply was read in full

@@ -69,14 +69,26 @@ again as soon as it answers.
 ``GOSESSION_MEMCACHED_TIMEOUT`` bounds connecting and each reply. A call
 that finds its pooled connection closed by the server (it restarted) is
 retried once on a fresh connection; every operation is safe to repeat.
+Before the retry every idle connection, the lane's and the pools' of every
+server, is closed (after a restart all of them are stale), so the retry
+and the calls after it connect afresh; a server that is really down fails
+the retry at once (connection refused), a 503.
+
+A process forked after the provider was used (a preforking server's
+workers) never uses the parent's connections: at ``fork()`` the child's
+pools start empty and its descriptors of the inherited sockets are closed,
+with nothing sent on them (:mod:`._memcached_pools`), and the lane's idle
+connections are left to the parent (:mod:`._idle`).
 """
 from __future__ import annotations
 
 import math
+import os
 import random
 import sys
 import time
 import typing as t
+import weakref
 
 from ..errors import ConfigError, CorruptRecordError, ProviderError, RecordTooLarge
 from ._addresses import flag, parse_address_list, positive_seconds
@@ -89,6 +101,7 @@ from ._limits import (
     record_cap,
 )
 from ._memcached_lane import CasLane
+from ._memcached_pools import drop_idle, forget_inherited
 from .base import Change, Outcome, Provider, Record, redact
 
 if t.TYPE_CHECKING:
@@ -162,11 +175,15 @@ class MemcachedProvider(Provider):
         self._client = client
         self._lane = CasLane(client) if fast_lane else None
         # A pooled connection that the server closed (it restarted) fails
-        # with one of these on first use; one retry gets a fresh connection.
+        # with one of these on first use; every idle one is as stale, so
+        # all are dropped and one retry gets a fresh connection.
         self._stale = (
             exceptions.MemcacheUnexpectedCloseError, ConnectionResetError, BrokenPipeError
         )
         self._errors = (exceptions.MemcacheError, OSError)
+        # A forked worker must never share the parent's pooled sockets (the
+        # lane's idle connections reset themselves after fork()).
+        os.register_at_fork(after_in_child=_forget_after_fork(weakref.ref(self)))
 
     # -- configuration ------------------------------------------------------
 
@@ -275,7 +292,8 @@ class MemcachedProvider(Provider):
         return self.key_prefix + key
 
     def _call(self, method: str, *args: t.Any, **kwargs: t.Any) -> t.Any:
-        """Call a client method; one retry on a stale connection.
+        """Call a client method; on a stale connection, drop every idle
+        connection (:meth:`drop_idle`) and retry once on a fresh one.
 
         :raises ProviderError: from the client's exception.
         """
@@ -288,9 +306,17 @@ class MemcachedProvider(Provider):
             try:
                 return func(*args, **kwargs)
             except self._stale:
+                self.drop_idle()
                 return func(*args, **kwargs)
         except self._errors as err:
             raise ProviderError(f"memcached {method} failed: {redact(repr(err))}") from err
+
+    def drop_idle(self) -> None:
+        """Close every idle connection, the lane's and the client's on every
+        server: after a server restart all of them are closed at its end."""
+        if self._lane is not None:
+            self._lane.close()
+        drop_idle(self._client)
 
     def _expire(self) -> int:
         """The native TTL for a write now, in memcached's convention."""
@@ -513,6 +539,19 @@ class _Version(t.NamedTuple):
     meta: dict[str, t.Any]
     #: Its access time at the read.
     atime: float
+
+
+def _forget_after_fork(ref: weakref.ref[MemcachedProvider]) -> t.Callable[[], None]:
+    """The ``after_in_child`` hook of one provider: the child starts with
+    empty pools (:func:`~._memcached_pools.forget_inherited`); nothing once
+    the provider is gone."""
+
+    def hook() -> None:
+        provider = ref()
+        if provider is not None:
+            forget_inherited(provider.client)
+
+    return hook
 
 
 def _import_pymemcache() -> t.Any:

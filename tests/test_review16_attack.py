@@ -4,9 +4,9 @@ trips (the read's CAS id kept as the session's version, the save one
 
 Everything runs over real HTTP on a threaded werkzeug server, against real
 throwaway ``memcached`` processes this module may pause, kill and restart.
-Tests whose docstring starts with "HOLE" reproduce a broken promise and
-fail until it is fixed; the others are attacks the design held against,
-kept as regression guards. Requests that must overlap are ordered by
+Tests whose docstring starts "Found by the review" reproduced a broken
+promise, now fixed; the others are attacks the design held against, kept
+as regression guards. Requests that must overlap are ordered by
 events (a view waiting on a ``threading.Event`` the test sets, or a paused
 server), never by sleeping.
 """

@@ -379,3 +379,51 @@ def test_coexists_with_prometheus_flask_exporter(clock, tmp_path):
         assert any(name.startswith("flask_http_request") for name, _ in samples)
     finally:
         app.extensions["gosession"].close()
+
+
+_BATCHED_APP = """
+import os, sys, time
+from apps import make_app
+from clock import FakeClock
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from flask_gosession import metrics
+
+app = make_app({"GOSESSION_PROVIDER": "memory", "GOSESSION_METRICS": True,
+                "GOSESSION_GC_INTERVAL": 0}, FakeClock(), sys.argv[1])
+client = app.test_client()
+client.get("/set/a/1")
+for _ in range(100):
+    client.get("/get/a")          # 100 reads before the fork, some still pending
+pid = os.fork()
+if pid == 0:                      # a worker forked with the parent's pending batch
+    for _ in range(30):
+        client.get("/get/a")
+    metrics.flush()
+    os._exit(0)
+os.waitpid(pid, 0)
+time.sleep(metrics.FLUSH_EVERY + 0.5)  # the parent's flushing thread, no explicit flush
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry)
+sys.stdout.write(generate_latest(registry).decode())
+"""
+
+
+def test_multiprocess_histograms_are_batched_exactly_across_a_fork(tmp_path):
+    """Under multiprocess mode the histograms are written to the shared
+    files in batches: the flushing thread delivers every observation, and
+    a forked worker never delivers its parent's pending ones again."""
+    import os
+    import subprocess
+    import sys
+
+    shared = tmp_path / "prometheus"
+    shared.mkdir()
+    tests = os.path.dirname(os.path.abspath(__file__))
+    done = subprocess.run([sys.executable, "-c", _BATCHED_APP, str(tmp_path / "instance")],
+                          cwd=tests, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(shared),
+                                          "PYTHONPATH": tests},
+                          capture_output=True, text=True, timeout=60, check=True)
+    lines = done.stdout.splitlines()
+    assert 'gosession_store_latency_seconds_count{operation="read",provider="memory"} 130.0' in lines, \
+        [line for line in lines if "latency_seconds_count" in line]
+    assert 'gosession_store_latency_seconds_count{operation="init",provider="memory"} 1.0' in lines

@@ -61,7 +61,6 @@ show it: the only store that has it, ``memory``, is per process anyway.
 """
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 import time
@@ -220,123 +219,6 @@ class _Observations:
             return list(self._counts), self._sum
 
 
-class _BatchedObservations(_Observations):
-    """A child of a multiprocess ``prometheus_client.Histogram``, observed
-    as cheaply as :class:`_Observations` and added to the shared files in
-    batches: every :data:`FLUSH_BATCH` observations, every
-    :data:`FLUSH_EVERY` seconds (a thread per process), at exit, and on
-    :func:`flush`. A scrape may so lag by up to :data:`FLUSH_EVERY` seconds.
-    """
-
-    __slots__ = ("__weakref__", "_flushed", "_pending", "_target")
-
-    def __init__(self, bounds: tuple[float, ...], target: t.Any) -> None:
-        super().__init__(bounds)
-        self._target = target
-        self._pending = 0
-        #: What already reached the shared files: counts and sum.
-        self._flushed: tuple[list[int], float] = ([0] * (len(bounds) + 1), 0.0)
-        _batched.add(self)
-        _start_flusher()
-
-    def observe(self, value: float) -> None:
-        index = bisect_left(self._bounds, value)
-        with self._lock:
-            self._counts[index] += 1
-            self._sum += value
-            self._pending += 1
-            full = self._pending >= FLUSH_BATCH
-        if full:
-            self.flush()
-
-    def flush(self) -> None:
-        """Add what was observed since the last flush to the shared files."""
-        with self._lock:
-            if not self._pending:
-                return
-            counts, total = list(self._counts), self._sum
-            done_counts, done_total = self._flushed
-            self._flushed = (counts, total)
-            self._pending = 0
-        target = self._target
-        target._sum.inc(total - done_total)
-        for bucket, now, before in zip(target._buckets, counts, done_counts, strict=True):
-            if now != before:
-                bucket.inc(now - before)
-
-
-class _BatchedHistogram:
-    """A multiprocess ``prometheus_client.Histogram`` fed in batches (see
-    :class:`_BatchedObservations`); ``labels()`` as :class:`_Histogram`'s."""
-
-    def __init__(self, histogram: Histogram, buckets: tuple[float, ...]) -> None:
-        self._histogram = histogram
-        self._bounds = tuple(float(b) for b in buckets)
-        self._children: dict[tuple[str, ...], _BatchedObservations] = {}
-        self._lock = threading.Lock()
-
-    def labels(self, *values: str) -> _BatchedObservations:
-        with self._lock:
-            child = self._children.get(values)
-            if child is None:
-                target = self._histogram.labels(*values)
-                child = self._children[values] = _BatchedObservations(self._bounds, target)
-            return child
-
-
-#: Observations kept in process before they are added to the shared files.
-FLUSH_BATCH = 64
-#: Seconds between two flushes of every batched histogram, at most.
-FLUSH_EVERY = 1.0
-
-_batched: weakref.WeakSet[_BatchedObservations] = weakref.WeakSet()
-_flusher_pid: int | None = None
-_flusher_lock = threading.Lock()
-
-
-def flush() -> None:
-    """Add every pending observation of this process to the multiprocess
-    files now (before a scrape served by this very process, in a test, or
-    at shutdown). A no-op outside multiprocess mode."""
-    for child in list(_batched):
-        child.flush()
-
-
-def _start_flusher() -> None:
-    """The flushing thread of this process (again in a forked worker)."""
-    global _flusher_pid
-    pid = os.getpid()
-    with _flusher_lock:
-        if _flusher_pid == pid:
-            return
-        _flusher_pid = pid
-
-    def run() -> None:
-        while True:
-            time.sleep(FLUSH_EVERY)
-            flush()
-
-    threading.Thread(target=run, name="gosession-metrics-flush", daemon=True).start()
-
-
-def _forked() -> None:
-    """In a forked child: what the parent observed is the parent's to
-    flush, and the flushing thread must be started again."""
-    global _flusher_pid
-    _flusher_pid = None
-    children = list(_batched)
-    for child in children:
-        child._lock = threading.Lock()  # the parent may have held it at the fork
-        child._flushed = (list(child._counts), child._sum)
-        child._pending = 0
-    if children:
-        _start_flusher()
-
-
-atexit.register(flush)
-os.register_at_fork(after_in_child=_forked)
-
-
 #: The environment variables that turn on ``prometheus_client``'s
 #: multiprocess mode (the second is its older spelling).
 MULTIPROCESS_ENV = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
@@ -363,10 +245,9 @@ class _Families:
         shared = multiprocess_mode()  # values must then reach the shared files
 
         def histogram(name: str, text: str, labelnames: tuple[str, ...],
-                      buckets: tuple[float, ...]) -> _Histogram | _BatchedHistogram:
+                      buckets: tuple[float, ...]) -> _Histogram | Histogram:
             if shared:
-                return _BatchedHistogram(
-                    Histogram(name, text, labelnames, buckets=buckets, registry=registry), buckets)
+                return Histogram(name, text, labelnames, buckets=buckets, registry=registry)
             custom = _Histogram(name, text, labelnames, buckets)
             registry.register(custom)
             return custom

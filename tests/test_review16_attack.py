@@ -315,6 +315,21 @@ def test_concurrent_big_writes_of_different_keys_all_survive(build, running):
         assert record.data[f"k{n}"].startswith(f"{n}-{rounds - 1}-")
 
 
+def held_write(app: t.Any, port: int, sid: str, key: str,
+               meanwhile: t.Callable[[], t.Any]) -> tuple[t.Any, t.Any]:
+    """Start ``/held/<key>`` for ``sid`` and wait until it has loaded the
+    session; run ``meanwhile``; let the held request save. Returns
+    (the held request's response, what ``meanwhile`` returned)."""
+    held: list[t.Any] = []
+    runner = threading.Thread(target=lambda: held.append(request(port, f"/held/{key}", sid)))
+    runner.start()
+    assert app.config["loaded"].wait(10)
+    outcome = meanwhile()
+    app.config["release"].set()
+    runner.join(20)
+    return held[0], outcome
+
+
 def test_a_logout_during_a_write_is_never_undone_by_its_stale_cas(build, memcached_server):
     """Held: a request loads the session (keeping its CAS id), a logout
     destroys it, then the first request saves: its ``cas`` finds nothing and
@@ -322,14 +337,9 @@ def test_a_logout_during_a_write_is_never_undone_by_its_stale_cas(build, memcach
     app = build(memcached_server)
     with serve(app) as port:
         sid = new_session(port, a="1")
-        held: list[t.Any] = []
-        runner = threading.Thread(target=lambda: held.append(request(port, "/held/late", sid)))
-        runner.start()
-        assert app.config["loaded"].wait(10)
-        assert request(port, "/logout", sid)[0] == 200
-        app.config["release"].set()
-        runner.join(20)
-        status, _, new = held[0]
+        (status, _, new), logout = held_write(app, port, sid, "late",
+                                              lambda: request(port, "/logout", sid))
+        assert logout[0] == 200
         assert status == 200 and new is None
         assert live_record(app, sid) is None
         assert value_of(port, sid, "late") is None
@@ -344,15 +354,10 @@ def test_a_privilege_rotation_during_a_write_never_carries_the_old_ids_write(bui
     app = build(memcached_server)
     with serve(app) as port:
         sid = new_session(port, a="1")
-        held: list[t.Any] = []
-        runner = threading.Thread(target=lambda: held.append(request(port, "/held/planted", sid)))
-        runner.start()
-        assert app.config["loaded"].wait(10)
-        status, _, moved = request(port, "/regenerate", sid)
+        held, (status, _, moved) = held_write(app, port, sid, "planted",
+                                              lambda: request(port, "/regenerate", sid))
         assert status == 200 and moved and moved != sid
-        app.config["release"].set()
-        runner.join(20)
-        assert held[0][2] != moved  # the old id is never handed the new one
+        assert held[2] != moved  # the old id is never handed the new one
         assert value_of(port, moved, "planted") is None
         assert value_of(port, moved, "a") == "1"
 
@@ -365,16 +370,14 @@ def test_an_age_rotation_during_a_write_keeps_the_write_in_the_grace_window(buil
     clock = app.extensions["gosession"].clock
     with serve(app) as port:
         sid = new_session(port, a="1")
-        held: list[t.Any] = []
-        runner = threading.Thread(target=lambda: held.append(request(port, "/held/late", sid)))
-        runner.start()
-        assert app.config["loaded"].wait(10)
-        clock.advance(901)
-        status, _, rotated = request(port, "/set/b/2", sid)
+
+        def rotate() -> t.Any:
+            clock.advance(901)
+            return request(port, "/set/b/2", sid)
+
+        held, (status, _, rotated) = held_write(app, port, sid, "late", rotate)
         assert status == 200 and rotated and rotated != sid
-        app.config["release"].set()
-        runner.join(20)
-        assert held[0][0] == 200 and held[0][2] == rotated
+        assert held[0] == 200 and held[2] == rotated
         assert value_of(port, rotated, "late") == "held"
         assert value_of(port, rotated, "b") == "2"
 
